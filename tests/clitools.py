@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -48,3 +50,14 @@ def tiny_beir(root: Path) -> Path:
     (root / "queries.jsonl").write_text('{"_id": "q1", "text": "apple"}\n')
     (root / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
     return root
+
+
+def benchmark_script(name: str):
+    """``benchmarks/NAME.py`` loaded as a module (its ``main`` not run), its folder importable for its siblings."""
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -3,23 +3,12 @@ as units of the same windows) equal the library's own separate calls."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from clitools import benchmark_script
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_longdocs", ROOT / "benchmarks" / "bench_longdocs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_one_pass_windows_and_late_chunks_equal_separate_calls():
@@ -46,7 +35,7 @@ def test_one_pass_windows_and_late_chunks_equal_separate_calls():
         "hills",
     ]
     docs = [" ".join(words[(k + i) % len(words)] for i in range(n)) for k, n in ((0, 90), (3, 7), (5, 41))]
-    got = _bench().windows_and_late(encoder, docs, [16, 24], stride=None, batch_size=4)
+    got = benchmark_script("bench_longdocs").windows_and_late(encoder, docs, [16, 24], stride=None, batch_size=4)
 
     windows = encoder.encode(docs, long_documents="windows", batch_size=4)
     index, vectors = got["windows"]

@@ -3,14 +3,11 @@ output suffix, and the benchmarks refuse a thread count of 0 with a usage error.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from clitools import benchmark_script
 
 
 @pytest.mark.parametrize("name", ["x\ty.npy", "a\\b.npy"])
@@ -36,14 +33,6 @@ def test_the_embed_help_line_names_every_output_suffix(run):
     assert code == 0 and ".npz" in line, out
 
 
-def _script(name: str):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize(
     ("script", "argv"),
     [("bench_row_kernels", []), ("bench_precision", []), ("bench_longdocs", ["folder"]), ("bench_encode", [])],
@@ -53,7 +42,7 @@ def test_the_benchmarks_refuse_a_thread_count_below_one(script, argv, threads, m
     """``python benchmarks/bench_row_kernels.py --threads 0`` (and bench_precision, bench_longdocs, bench_encode)
     ended in torch's RuntimeError traceback from ``set_num_threads``; now argparse's usage error, exit 2."""
     pytest.importorskip("torch")
-    module = _script(script)
+    module = benchmark_script(script)
     monkeypatch.setattr(sys, "argv", [f"{script}.py", *argv, "--threads", threads])
     with pytest.raises(SystemExit) as exc:
         module.main() if script == "bench_row_kernels" else module.main([*argv, "--threads", threads])

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-from clitools import tiny_beir
+from clitools import benchmark_script, tiny_beir
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _bench_retrieval():
-    spec = importlib.util.spec_from_file_location("bench_retrieval", ROOT / "benchmarks" / "bench_retrieval.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_bench_retrieval_reads_modes_with_spaces_as_the_command_line_does(tmp_path, capsys):
@@ -27,5 +16,5 @@ def test_bench_retrieval_reads_modes_with_spaces_as_the_command_line_does(tmp_pa
     `tokenpool evaluate --modes "truncate, bm25"` strips it (`evaluation/common.split_option`)."""
     folder = tiny_beir(tmp_path / "set")
     out = tmp_path / "out.json"
-    assert _bench_retrieval().main([str(folder), "--pooling", "mean", "--modes", "truncate, bm25", "--json", str(out)]) == 0
+    assert benchmark_script("bench_retrieval").main([str(folder), "--pooling", "mean", "--modes", "truncate, bm25", "--json", str(out)]) == 0
     assert [row["mode"] for row in json.loads(out.read_text())["rows"]] == ["truncate", "bm25"]
