@@ -86,3 +86,17 @@ def test_a_memoryview_is_no_list_of_texts(texts):
         as_texts(texts)
     with pytest.raises(TypeError, match=r"^texts must be a str or a list of str, got bytes$"):  # (as before)
         as_texts(b"ef")
+
+
+@pytest.mark.parametrize("argv", [["--", "inspect"], ["--"], ["--", "--help"], ["--", "--", "inspect"]])
+def test_a_double_dash_before_the_command_is_a_one_line_usage_error(argv, capsys):
+    """``tokenpool -- inspect`` (item 5 of stop 66, checked: not a defect): ``--`` where the command belongs is the
+    one-line usage error of any option given before the command, exit status 2, no traceback, nothing run."""
+    from tokenpool.cli import main
+
+    with pytest.raises(SystemExit) as ended:
+        main(argv)
+    assert ended.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("tokenpool: error: ") and captured.err.count("\n") == 1, captured.err
