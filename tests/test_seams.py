@@ -64,11 +64,11 @@ def test_every_flagged_option_reaches_the_command_line_with_its_help():
 
 def test_llama_index_fields_are_the_encoder_options():
     pytest.importorskip("llama_index.core")
-    from tokenpool.integrations.llama_index import TokenPoolEmbedding, _encoder_fields
+    from tokenpool.integrations.llama_index import TokenPoolEmbedding
 
     flagged = {name for name in EncoderOptions.names() if EncoderOptions.info(name).flag}
-    assert flagged <= set(_encoder_fields())
-    for name in _encoder_fields():
+    assert flagged <= set(EncoderOptions.names()) <= set(TokenPoolEmbedding.model_fields)
+    for name in EncoderOptions.names():
         assert TokenPoolEmbedding.model_fields[name].description == EncoderOptions.info(name).help
 
 

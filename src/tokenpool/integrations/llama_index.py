@@ -107,7 +107,7 @@ class TokenPoolEmbedding(BaseEmbedding):
                 raise TypeError(f"encoder must be a tokenpool Encoder (a model folder is model=), got "
                                 f"{type(encoder).__name__} {encoder!r:.60}")  # fmt: skip
             default = EncoderOptions.default
-            given = sorted(n for n in _encoder_fields() if n != "pooling" and kwargs.get(n, default(n)) != default(n))
+            given = sorted(n for n in EncoderOptions.names() if n != "pooling" and kwargs.get(n, default(n)) != default(n))
             if not is_auto(kwargs.get("pooling", "auto")):  # ("AUTO" is "auto", as everywhere)
                 given.append("pooling")
             if model is not None or given:
@@ -260,11 +260,6 @@ def _texts(texts: Any, what: str, each: str, *, name: str = "texts") -> list[str
     if isinstance(texts, str):
         raise TypeError(f"{what} takes a list of texts ({each}), got the str {texts!r:.60}")
     return as_texts(texts, name=name)[1]
-
-
-def _encoder_fields() -> tuple[str, ...]:
-    """The Encoder options this class exposes as fields (every `EncoderOptions` field it declares)."""
-    return tuple(name for name in EncoderOptions.names() if name in TokenPoolEmbedding.model_fields)
 
 
 SparseFunction = Callable[[list[str]], tuple[list[list[int]], list[list[float]]]]

@@ -509,7 +509,8 @@ class Encoder:
         run when longer than ``max_length``). Run the result with `forward_ids` / `pool_ids`."""
         _, items = as_texts(texts)
         text = self._resolve_prompt(prompt, prompt_name)
-        ids, counts = self.tokenization.encode(items, text, truncation, exact_counts)
+        exact = check_bool("exact_counts", exact_counts, or_none=False)  # ("no" is no True)
+        ids, counts = self.tokenization.encode(items, text, truncation, exact)
         length = self.tokenization.prompt_length(text)
         return Tokenized(ids, counts, None if length is None else np.full(len(ids), length, dtype=np.int64))
 

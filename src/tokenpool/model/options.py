@@ -93,7 +93,8 @@ def device_parts(device: Any) -> tuple[str, int | None]:
     found = re.fullmatch(r"([a-z_]+)(?::(0|[1-9][0-9]*))?", str(device)) if isinstance(device, str) or (
         type(device).__name__ == "device") else None  # fmt: skip
     if found is None:
-        raise OptionError(f"unknown device {device!r}: a device type and optional index, e.g. 'cpu' or 'cuda:1'")
+        raise OptionError(f"unknown device {shown_value(device)}: a device type and optional index, e.g. 'cpu' or "
+                          f"'cuda:1'")  # fmt: skip
     index = found.group(2) or "0"
     if len(index) > 3 or int(index) > MAX_DEVICE_INDEX:  # (torch keeps 8 bits of it: "cuda:300" is its cuda:44)
         shown = shown_int(int(index)) if len(index) < 4300 else f"(an index of {len(index)} digits)"  # (str→int's limit)
@@ -111,6 +112,8 @@ def parse_device(device: Any) -> Any:
 
     if is_int(device) and device > MAX_DEVICE_INDEX:  # (a bare index: 300 would be torch's 44 too)
         raise OptionError(f"{spell('device')} {shown_int(int(device))}: a device index is at most {MAX_DEVICE_INDEX}")
+    if is_int(device) and device < 0:  # torch's words, which one below int64 did not reach (its parse overflowed)
+        raise ValueError(f"unknown device {shown_value(device)}: Device index must not be negative")
     try:  # (a bool is no index: device_parts names it)
         resolved = torch.device(*device_parts(device)) if isinstance(device, (str, bool)) else torch.device(device)
     except (RuntimeError, TypeError) as err:

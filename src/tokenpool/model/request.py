@@ -138,6 +138,13 @@ class EncodeRequest(Declared):
     def check(self, options: EncoderOptions | None = None) -> EncodeRequest:
         """This request, checked without a model (and with ``options``, the encoder options, when given) and
         in canonical form; `OptionError` / `ValueError` / `TypeError` naming the field otherwise."""
+        request = self._checked(options)
+        # the call's own cut, at least 1 as every size (`check_encoder` names its model's range, up to its dimension)
+        check_int(self.truncate_dim, self.spell("truncate_dim", valued=False), optional=True, error=OptionError)
+        return request
+
+    def _checked(self, options: EncoderOptions | None = None) -> EncodeRequest:
+        """`check` but for the lower bound of the call's truncate_dim, which `check_encoder` checks with the model."""
         self._check_choice("caller", CALLERS, spelled=False)
         output = self._checked_output()
         precision = check_precision(self.precision)
@@ -343,7 +350,7 @@ class EncodeRequest(Declared):
         """This request checked against the loaded ``encoder`` (a sparse or dense model, the calibration's
         model, its truncate_dim, its prompts); the calibration comes back loaded."""
         self._check_model_kind(encoder, check_precision(self.precision))
-        request = self.check()
+        request = self._checked()
         used = [field for field in _SPARSE_ONLY if getattr(request, field) not in (None, 0.0, False)]
         if used and not request.writes_sparse(encoder):
             shown = ", ".join(request.spell(field) for field in used)

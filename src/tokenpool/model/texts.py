@@ -30,7 +30,7 @@ def as_texts(texts: Any, *, name: str = "texts") -> tuple[bool, list[str]]:
     if isinstance(texts, str):
         check_text(texts, f"{name}[0]")
         return True, [texts]
-    if isinstance(texts, (bytes, bytearray, dict)) or not isinstance(texts, Iterable):
+    if isinstance(texts, (bytes, bytearray, memoryview, dict)) or not isinstance(texts, Iterable):
         raise TypeError(f"{name} must be a str or a list of str, got {type(texts).__name__}")
     if isinstance(texts, np.ndarray) and texts.ndim != 1:
         raise TypeError(f"{name} must be a str or a 1-D sequence of str, got an array of shape {texts.shape}")
