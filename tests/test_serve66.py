@@ -44,3 +44,24 @@ def test_sigterm_after_a_request_exits_within_a_bound():
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.parametrize("name", ["strict_model_name", "auto_truncate"])
+def test_serve_settings_switches_are_the_projects_one_bool_check(name):
+    """Stop 66: ServeSettings had a bool check of its own beside `errors.check_bool`, the one every other switch
+    of the project passes (EncoderOptions, EncodeRequest): numpy's bools, which those take, were refused here.
+    Now the one check, with the same OptionError and message for what is no bool."""
+    import numpy as np
+
+    from tokenpool.errors import OptionError, check_bool
+    from tokenpool.serve.settings import ServeSettings
+
+    for value in (np.True_, np.False_, True, False):
+        stored = getattr(ServeSettings(**{name: value}), name)
+        assert stored is check_bool(name, value) and type(stored) is bool
+    for value in ("false", 1, None, np.int64(1)):
+        with pytest.raises(OptionError) as caught:
+            ServeSettings(**{name: value})
+        assert str(caught.value) == f"{name} must be True or False, got {value!r}"
+        with pytest.raises(TypeError, match=f"^{name} must be True or False"):  # (the same words as check_bool's)
+            check_bool(name, value, or_none=False)
