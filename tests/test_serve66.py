@@ -65,3 +65,24 @@ def test_serve_settings_switches_are_the_projects_one_bool_check(name):
         assert str(caught.value) == f"{name} must be True or False, got {value!r}"
         with pytest.raises(TypeError, match=f"^{name} must be True or False"):  # (the same words as check_bool's)
             check_bool(name, value, or_none=False)
+
+
+@pytest.mark.parametrize(
+    ("header", "passes"),
+    [(b"Bearer KEY", True), (b"bearer   KEY", True), (b"Bearer\tKEY", False), (b"Bearer\t KEY", False), (None, False)],
+)
+def test_the_api_key_gate_takes_rfc_6750_credentials(header, passes):
+    """Stop 66, settled (no change): RFC 6750 section 2.1 (credentials = "Bearer" 1*SP b64token) and RFC 9110
+    section 11.4 (auth-scheme [ 1*SP ... ]) separate the scheme from its token by spaces only; a TAB is no
+    separator (vLLM and TEI compare "Bearer " + key exactly), so "Bearer<TAB>KEY" stays a 401."""
+    from tokenpool.serve.http import ApiKeyGate
+
+    class Metrics:
+        def answered(self, *args):
+            pass
+
+    scope = {"type": "http", "path": "/embed", "headers": [] if header is None else [(b"authorization", header)]}
+    refusal = ApiKeyGate("KEY", Metrics()).refusal(scope)
+    assert (refusal is None) is passes
+    if not passes:
+        assert refusal.status_code == 401 and (b"www-authenticate", b"Bearer") in refusal.raw_headers
