@@ -1,5 +1,5 @@
-"""Stop 66 (the HTTP server): defects fixed and consolidations settled, each test failing before its fix.
-Servers bind 127.0.0.1 on free ports and are stopped here."""
+"""Stop 66 (the HTTP server): defects fixed (each test failing before its fix) and items settled (the API key
+gate's separator: a pinned rule). Servers bind 127.0.0.1 on free ports and are stopped here."""
 
 from __future__ import annotations
 
