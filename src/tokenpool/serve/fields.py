@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
-from ..core.chunking import CHUNKINGS, check_spans
+from ..core.chunking import CHUNKINGS, check_spans, parse_chunks
 from ..core.quantize import PRECISIONS
-from ..errors import OptionError, is_int
+from ..errors import OptionError, is_int, shown_value
 from ..model.options import LONG_DOCUMENT_MODES
 from .http import ApiError, cut, json_text, type_name
 
@@ -70,6 +71,15 @@ class EmbedRequest:
         """The text of input ``index`` as a message about the text names it: ``'documents[1]'``, quoted; with late
         chunking the one document all the inputs make, joined."""
         return f"('{self.protocol.texts}' joined for late chunking)" if self.late_chunking else f"'{self.input_name(index)}'"
+
+    @cached_property
+    def chunk_spec(self) -> Any:
+        """``chunks`` as `core.chunking.parse_chunks` reads it (None: none sent), parsed once for the request's
+        checks; ValueError naming the value as sent (JSON)."""
+        if self.chunks is None:
+            return None
+        sent = shown_value(self.chunks, json_text, short=True)
+        return parse_chunks(self.chunks, "'chunks'", f"'chunks': {sent}", json_text)
 
     @property
     def whole_documents(self) -> bool:

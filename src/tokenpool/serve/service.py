@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from ..core.chunking import BoundaryChunks, chunk_count, parse_chunks
+from ..core.chunking import BoundaryChunks, chunk_count
 from ..core.quantize import CALIBRATED_PRECISIONS
-from ..errors import OptionError, classify, one_line, shown_value
+from ..errors import OptionError, classify, one_line
 from ..model.request import HTTP_NAMES, EncodeRequest
 from ..model.texts import named_prompt
 from .batcher import Batcher, Draining, Job, QueueFull
 from .fields import EmbedRequest, Protocol, check_span_pairs, parse
-from .http import ApiError, Request, draining_error, json_text, read_json, wait_disconnect
+from .http import ApiError, Request, draining_error, read_json, wait_disconnect
 from .metrics import Metrics
 from .runner import Runner, check_runner, share_cpus
 from .settings import ServeSettings
@@ -236,13 +236,10 @@ class Model:
         if self.runner.is_sparse:
             raise self._error(req, f"{self.name} is a sparse (SPLADE) model; whole documents are read by dense ones",
                               name)  # fmt: skip
-        spec = None
-        if req.chunks is not None:
-            try:
-                sent = shown_value(req.chunks, json_text, short=True)
-                spec = parse_chunks(req.chunks, "'chunks'", f"'chunks': {sent}", json_text)
-            except ValueError as err:  # (the value as sent: JSON)
-                raise self._error(req, str(err), "chunks") from None
+        try:
+            spec = req.chunk_spec
+        except ValueError as err:
+            raise self._error(req, str(err), "chunks") from None
         if (req.spans is not None) != (spec == "spans"):  # (" SPANS" too: as parse_chunks reads it)
             raise self._error(req, "'spans' goes with \"chunks\": \"spans\", and only with it", "spans")
         if req.spans is not None and len(req.spans) != len(req.texts):
@@ -261,8 +258,8 @@ class Model:
     async def _check_chunk_count(self, req: EmbedRequest, counts: list[int], prompt: str) -> None:
         """At most --max-chunks chunk vectors per request, counted before any forward pass (for
         "boundaries:MAX", the fewest it could make: MAX tokens each)."""
-        spec = None if req.late_chunking or req.spans is not None else parse_chunks(req.chunks)
-        if spec is None:
+        spec = None if req.late_chunking else req.chunk_spec  # (parsed once, by `_check_documents`)
+        if spec is None or spec == "spans":
             count = len(req.texts) if req.late_chunking else sum(map(len, req.spans or ()))
         else:
             count = sum(chunk_count(tokens, spec) for tokens in await self._body_lengths(req, counts, prompt))

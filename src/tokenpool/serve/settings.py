@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from ..errors import OptionError, check_int
+from ..errors import OptionError, check_bool, check_int
 from ..model.options import spell
 
 __all__ = ["HOST", "LOG_LEVEL", "LOG_LEVELS", "OPENAI_MAX_INPUTS", "PORT", "ServeSettings"]
@@ -67,8 +67,10 @@ class ServeSettings:
                               "HTTP header carries printable ASCII only (the openai client cannot send it, others send other "
                               "bytes), so every request would get 401; use letters, digits and punctuation")  # fmt: skip
         for name in ("strict_model_name", "auto_truncate"):  # a string ("false") would be true
-            if not isinstance(getattr(self, name), bool):
-                raise OptionError(f"{name} must be True or False, got {getattr(self, name)!r}")
+            try:  # (the project's one bool check; numpy's as Python's)
+                object.__setattr__(self, name, check_bool(name, getattr(self, name), or_none=False))
+            except TypeError as err:
+                raise OptionError(str(err)) from None
         names = self.served_model_names
         if not isinstance(names, (list, tuple)):  # a string would be served as one name per character
             raise OptionError(f"served_model_names must be a list or tuple of names, got {names!r}")
