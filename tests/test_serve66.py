@@ -22,7 +22,7 @@ _COMMAND = ("import atexit, gc, sys; atexit.register(lambda: print('tracked obje
 
 
 @pytest.mark.slow
-def test_sigterm_after_a_request_exits_within_a_bound():
+def test_sigterm_after_a_request_leaves_no_objects_to_walk():
     """Stop 66: SIGTERM on an idle server with a real model took 7-8 s to exit after one request (25 s after a
     heavy /tokenize), though the drain itself ended in a fraction of a second: the interpreter's teardown
     walked every object the loaded model and libraries left (~465,000) in its garbage collections. The command
@@ -38,8 +38,8 @@ def test_sigterm_after_a_request_exits_within_a_bound():
         stderr = process.stderr.read()
         assert code == 0, stderr
         tracked = int(stderr.split("tracked objects ", 1)[1].split()[0])
-        assert tracked < 10_000, f"the interpreter's teardown walks {tracked} objects"
-        assert waited < 6.0, f"exited {waited:.1f} s after SIGTERM"  # (a generous bound: the old code took 7-8 s)
+        # (the objects count, not the wall time, is the assertion: wall times depend on the machine's load)
+        assert tracked < 10_000, f"the interpreter's teardown walks {tracked} objects ({waited:.1f} s after SIGTERM)"
     finally:
         if process.poll() is None:
             process.kill()
