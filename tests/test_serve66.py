@@ -18,15 +18,15 @@ from serve_fakes import spawn  # noqa: E402
 # the command, with a note on stderr of the objects the interpreter's last collections will walk (atexit
 # handlers run after `main` returns, before the interpreter's teardown)
 _COMMAND = ("import atexit, gc, sys; atexit.register(lambda: print('tracked objects', len(gc.get_objects()), "
-            "file=sys.stderr)); from tokenpool.cli import main; sys.exit(main(sys.argv[1:]))")
+            "file=sys.stderr)); from tokenpool.__main__ import main; sys.exit(main())")
 
 
 @pytest.mark.slow
 def test_sigterm_after_a_request_leaves_no_objects_to_walk():
     """Stop 66: SIGTERM on an idle server with a real model took 7-8 s to exit after one request (25 s after a
     heavy /tokenize), though the drain itself ended in a fraction of a second: the interpreter's teardown
-    walked every object the loaded model and libraries left (~465,000) in its garbage collections. The command
-    now freezes them once the server has stopped (`gc.freeze`): the process exits well within the bound."""
+    walked every object the loaded model and libraries left (~465,000) in its garbage collections. The console
+    script's entry point now freezes them once a command returns (`gc.freeze`)."""
     process, url = spawn([sys.executable, "-c", _COMMAND, "serve", "--port", "0", "--workers", "1"])
     try:
         with httpx.Client() as client:
@@ -44,6 +44,22 @@ def test_sigterm_after_a_request_leaves_no_objects_to_walk():
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.slow
+def test_a_command_that_loaded_a_model_leaves_no_objects_to_walk(tmp_path):
+    """Stop 66: the same teardown after `embed` (every command that loads a model paid it once it had finished)."""
+    import subprocess
+    from pathlib import Path
+
+    corpus = Path(__file__).resolve().parents[1] / "examples" / "corpus.txt"
+    out = tmp_path / "out.npy"
+    done = subprocess.run([sys.executable, "-c", _COMMAND, "embed", str(corpus), "-o", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert out.exists()
+    tracked = int(done.stderr.split("tracked objects ", 1)[1].split()[0])
+    assert tracked < 10_000, f"the interpreter's teardown walks {tracked} objects"
 
 
 @pytest.mark.parametrize("name", ["strict_model_name", "auto_truncate"])

@@ -1,7 +1,7 @@
-"""``python -m tokenpool.cli``: the ``tokenpool`` command."""
+"""``python -m tokenpool.cli``: the ``tokenpool`` command (the console script's entry point)."""
 
 import sys
 
-from . import main
+from tokenpool.__main__ import main
 
 sys.exit(main())

@@ -4,7 +4,6 @@ server (`tokenpool.serve`) and the model load only when the command runs."""
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import re
 from typing import Any, NoReturn
@@ -238,8 +237,4 @@ def run_serve(args: argparse.Namespace) -> int:
         raise
     served = runners.get(None, runners)
     with spelled_as(None):  # (what a request is told names its JSON fields, not this command's flags)
-        code = serve_forever(served, settings, host=args.host, port=args.port, log_level=args.log_level, sock=sock)
-    # the process exits now: frozen, the ~465,000 objects of the model and libraries are not walked again by the
-    # interpreter's teardown collections (seconds after SIGTERM, 25 s after a heavy /tokenize)
-    gc.freeze()
-    return code
+        return serve_forever(served, settings, host=args.host, port=args.port, log_level=args.log_level, sock=sock)
