@@ -74,3 +74,32 @@ def test_other_encodings_keep_the_plain_message(tmp_path, encoding, text):
             list(iter_records(str(src), "txt"))
         assert str(caught.value).startswith(f"{src}, line 1: invalid UTF-8 (byte ")
         assert str(caught.value).endswith(")"), str(caught.value)
+
+
+def test_parquet_row_groups_hold_at_most_an_arrow_lists_items(tmp_path, monkeypatch):
+    """A pyarrow list array's offsets are int32 (pyarrow docs: ``list_`` vs ``large_list``), so a .parquet chunk
+    of over 2**31 - 1 sparse non-zeros (or token vectors) failed at assembly (numpy: "Python integer 2147483648
+    out of bounds for int32"). The writer now splits such a chunk into row groups that fit; shown here with the
+    limit lowered to 5: the rows read back as written, each row group within the limit."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from tokenpool.io import rows as io_rows
+    from tokenpool.io.writers import WRITERS, RowStream
+    from tokenpool.jobs.rows import sparse_rows
+
+    monkeypatch.setattr(io_rows, "LIST_ITEMS", 5, raising=False)
+    nnz = [3, 2, 4, 0, 1, 5, 2]
+    indices = [list(range(10 * r, 10 * r + n)) for r, n in enumerate(nnz)]  # the reference rows
+    values = [[float(i) / 4 for i in row] for row in indices]
+    parts = {"doc": np.arange(len(nnz), dtype="<i8"), "indices": np.array(sum(indices, []), dtype="<i4"),
+             "values": np.array(sum(values, []), dtype="<f4"), "nnz": np.array(nnz, dtype="<i8"),
+             "line": np.arange(len(nnz), dtype="<i8")}  # fmt: skip
+    out = tmp_path / "out.parquet"
+    WRITERS["parquet"].write(out, RowStream(sparse_rows(100), lambda: [parts], len(nnz), sum(nnz)), None)
+    table = pq.read_table(out)
+    assert table.column("indices").to_pylist() == indices and table.column("values").to_pylist() == values
+    assert table.column("id").to_pylist() == list(range(len(nnz)))
+    found = pq.ParquetFile(out)
+    sizes = [len(found.read_row_group(k).column("indices").combine_chunks().flatten()) for k in range(found.num_row_groups)]
+    assert sum(sizes) == sum(nnz) and max(sizes) <= 5, sizes
