@@ -44,7 +44,7 @@ from ..io.readers import (
 )
 from ..io.rows import RAGGED, Parts, RowSchema
 from ..io.storage import calibration_file_for
-from ..io.workdir import MANIFEST_VERSION, WORK_SUFFIX, WorkDir, check_output_name, work_dir_for
+from ..io.workdir import MANIFEST_VERSION, WORK_SUFFIX, WorkDir, beside, check_output_name, work_dir_for
 from ..io.writers import WRITERS, RowStream, replace_synced, sync
 from ..model.folders import code_repo_files
 from ..model.hub import TOKENIZER_NAMES, TOKENIZER_SUFFIXES
@@ -183,8 +183,7 @@ class Kind:
 
 def lines_file_for(output: str | os.PathLike[str], suffix: str = LINES_SUFFIX) -> Path:
     """A side file of ``output``: ``<output><suffix>`` (--skip-empty's kept line numbers by default)."""
-    out = Path(output)
-    return out.with_name(out.name + suffix)
+    return beside(output, suffix)
 
 
 def check_common(job: EmbedJob) -> JobFormats:
