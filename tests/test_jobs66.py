@@ -103,3 +103,17 @@ def test_parquet_row_groups_hold_at_most_an_arrow_lists_items(tmp_path, monkeypa
     found = pq.ParquetFile(out)
     sizes = [len(found.read_row_group(k).column("indices").combine_chunks().flatten()) for k in range(found.num_row_groups)]
     assert sum(sizes) == sum(nnz) and max(sizes) <= 5, sizes
+
+
+def test_utf16_cjk_lines_piped_to_stdin_get_the_hint(run, tmp_path, monkeypatch):
+    """The same through ``embed -`` (what a PowerShell 5 pipe writes, less its mark): the byte after line 1, the
+    NUL of its UTF-16 LE line break, is read from the pipe; the error names <stdin>."""
+    import io
+    import sys
+
+    data = "".join(t + "\n" for t in CJK).encode("utf-16-le")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    out = tmp_path / "out.npy"
+    code, _, err = run("embed", "-", "-o", out, "-q")
+    assert_one_error_line(code, err, "<stdin>, line 1: invalid UTF-8", UTF16_HINT)
+    assert not out.exists()

@@ -132,7 +132,8 @@ def decoded_lines(fh: IO[bytes], path: str, *, lone_cr: bool = False) -> Iterato
             try:
                 text = piece.decode("utf-8")
             except UnicodeDecodeError as exc:
-                after = pieces[k + 1][:1] if k + 1 < len(pieces) else next(fh, b"")[:1]  # (UTF-16 LE: a NUL)
+                # the byte after the line (UTF-16 LE: the NUL of its line break), read only where it is not here
+                after = pieces[k + 1][:1] if k + 1 < len(pieces) else fh.read(1) if piece.endswith(b"\n") else b""
                 raise CorpusError(
                     f"{where(path)}, line {number}: invalid UTF-8 (byte 0x{piece[exc.start]:02x} at column "
                     f"{exc.start + 1}){_foreign_hint(start, piece if number == 1 else b'', invalid=(piece, after))}"
