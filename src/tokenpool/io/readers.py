@@ -167,7 +167,8 @@ def _foreign_hint(
 def _utf16_line(line: bytes, after: bytes, first: bytes) -> bool:
     """Whether ``line`` reads as printable UTF-16 text ending in a UTF-16 line break (LE: its \\n or \\r byte
     followed by a NUL ``after`` it; BE: preceded by one), or, being the whole file (the ``first`` line, with no
-    break), as printable UTF-16 at all. Other encodings' text holds no NUL, so its lines never qualify."""
+    break), as printable UTF-16 at all. Other encodings' text holds no NUL, so only a one-line file of it (no
+    break) can pass, and only by chance."""
     if line[-1:] in (b"\n", b"\r"):
         bodies = [(line[(len(line) - 1) % 2 :] + after, "utf-16-le")] if after == b"\0" else []
         bodies += [(line[len(line) % 2 :], "utf-16-be")] if line[-2:-1] == b"\0" else []
