@@ -126,14 +126,17 @@ def decoded_lines(fh: IO[bytes], path: str, *, lone_cr: bool = False) -> Iterato
                 raw = raw[3:]
                 if not raw:
                     return  # the file is a byte-order mark only: no line, as an empty file
-        for piece in filter(None, _AFTER_LONE_CR.split(raw)) if lone_cr and b"\r" in raw else [raw]:
+        pieces = list(filter(None, _AFTER_LONE_CR.split(raw))) if lone_cr and b"\r" in raw else [raw]
+        for k, piece in enumerate(pieces):
             number += 1
             try:
                 text = piece.decode("utf-8")
             except UnicodeDecodeError as exc:
+                # the byte after the line (UTF-16 LE: the NUL of its line break), read only where it is not here
+                after = pieces[k + 1][:1] if k + 1 < len(pieces) else fh.read(1) if piece.endswith(b"\n") else b""
                 raise CorpusError(
-                    f"{where(path)}, line {number}: invalid UTF-8 (byte 0x{piece[exc.start]:02x} at "
-                    f"column {exc.start + 1}){_foreign_hint(start, piece if number == 1 else b'')}"
+                    f"{where(path)}, line {number}: invalid UTF-8 (byte 0x{piece[exc.start]:02x} at column "
+                    f"{exc.start + 1}){_foreign_hint(start, piece if number == 1 else b'', invalid=(piece, after))}"
                 ) from None
             if "\0" in text:  # (a JSON "\\u0000" escape is text; a raw NUL is not)
                 raise CorpusError(f"{where(path)}, line {number}: a NUL byte (column {piece.index(0) + 1}), which "
@@ -141,18 +144,44 @@ def decoded_lines(fh: IO[bytes], path: str, *, lone_cr: bool = False) -> Iterato
             yield number, text
 
 
-def _foreign_hint(start: bytes, first: bytes = b"", nuls: bytes = b"") -> str:
+def _foreign_hint(
+    start: bytes, first: bytes = b"", nuls: bytes = b"", invalid: tuple[bytes, bytes] = (b"", b"")
+) -> str:
     """What a file that is no UTF-8 text looks like ("" when nothing), for its error: compressed by its first
     bytes ``start``; UTF-16/UTF-32 by the byte-order mark its ``first`` line starts with, or by the NULs of the
-    line ``nuls`` (a quarter of its bytes or more: every 2nd (4th) byte of ASCII text in UTF-16 (UTF-32))."""
+    line ``nuls`` (a quarter of its bytes or more: every 2nd (4th) byte of ASCII text in UTF-16 (UTF-32)); UTF-16
+    by the ``invalid`` line and the byte after it (`_utf16_line`: CJK text in UTF-16 need hold no NUL)."""
     packed = next((name for magic, name in _COMPRESSED if re.match(magic, start)), None)
     if packed:
         return f"; it looks {packed}-compressed: decompress it first"
     mark = next((name for bom, name in _FOREIGN_BOMS if first.startswith(bom)), None)
     if mark:
         return f"; it looks like {mark} (it starts with a {mark} byte-order mark): save it as UTF-8"
-    wide = nuls and 4 * nuls.count(0) >= len(nuls)
-    return "; it looks like UTF-16 or UTF-32 without a byte-order mark: save it as UTF-8" if wide else ""
+    if nuls and 4 * nuls.count(0) >= len(nuls):
+        return "; it looks like UTF-16 or UTF-32 without a byte-order mark: save it as UTF-8"
+    if _utf16_line(*invalid, first):
+        return "; it looks like UTF-16 without a byte-order mark: save it as UTF-8"
+    return ""
+
+
+def _utf16_line(line: bytes, after: bytes, first: bytes) -> bool:
+    """Whether ``line`` reads as printable UTF-16 text ending in a UTF-16 line break (LE: its \\n or \\r byte
+    followed by a NUL ``after`` it; BE: preceded by one), or, being the whole file (the ``first`` line, with no
+    break), as printable UTF-16 at all. Other encodings' text holds no NUL, so only a one-line file of it (no
+    break) can pass, and only by chance."""
+    if line[-1:] in (b"\n", b"\r"):
+        bodies = [(line[(len(line) - 1) % 2 :] + after, "utf-16-le")] if after == b"\0" else []
+        bodies += [(line[len(line) % 2 :], "utf-16-be")] if line[-2:-1] == b"\0" else []
+    else:
+        bodies = [(line, "utf-16-le"), (line, "utf-16-be")] if line and line == first else []
+    for body, encoding in bodies:
+        try:
+            text = body.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        if all(ch.isprintable() or ch in "\t\r\n" for ch in text):
+            return True
+    return False
 
 
 def strip_newline(text: str) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 # OFFSET: the .npy row where a row's items start (the sidecar of a ragged array), computed when written
 SCALAR, TEXT, VECTOR, RAGGED, OFFSET = "scalar", "text", "vector", "ragged", "offset"
 Parts = dict[str, Any]
+LIST_ITEMS = 2**31 - 1  # the items one pyarrow list array holds: its offsets are int32
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,21 @@ class RowSchema:
         if ragged is not None:
             return int(np.sum(parts[self.column(ragged.lengths).key]))
         return len(parts[self.record_key])
+
+    def arrow_pieces(self, parts: Parts) -> Iterator[Parts]:
+        """These rows in consecutive pieces of at most `LIST_ITEMS` ragged items each (one piece, ``parts``
+        itself, when they fit), so that each piece's Arrow list columns can be built (`arrow_columns`)."""
+        ragged = next((c for c in self.columns if c.kind == RAGGED), None)
+        if ragged is None or self.items(parts) <= LIST_ITEMS:
+            yield parts
+            return
+        bounds = np.asarray(_bounds(parts[self.column(ragged.lengths).key]))
+        first = 0
+        while first < len(bounds) - 1:  # a row holding more items than that is a piece alone
+            last = max(first + 1, int(np.searchsorted(bounds, bounds[first] + LIST_ITEMS, side="right")) - 1)
+            items = slice(bounds[first], bounds[last])
+            yield {c.key: parts[c.key][items if c.kind == RAGGED else slice(first, last)] for c in self.stored}
+            first = last
 
     def concat(self, blocks: Sequence[Parts]) -> Parts:
         """The rows of ``blocks`` (one at least) one after another."""

@@ -10,6 +10,7 @@ from ..core.quantize import Calibration
 from ..errors import shown_name
 from .formats import format_for_suffix
 from .readers import parquet_file
+from .workdir import beside
 from .writers import WRITERS
 
 __all__ = [
@@ -26,8 +27,7 @@ META_VOCABULARY = b"tokenpool.vocabulary_size"
 
 def calibration_file_for(output: str | os.PathLike[str]) -> Path:
     """Where an int8/uint8 output's calibration is written: ``<output>.calibration.json``."""
-    out = Path(output)
-    return out.with_name(out.name + CALIBRATION_SUFFIX)
+    return beside(output, CALIBRATION_SUFFIX)
 
 
 def calibration_uri_for(output_uri: str) -> str:

@@ -47,10 +47,15 @@ _PART = re.compile(r"^[a-z_]+\.(npy|json)$")
 _STAGING = ".new-"  # + the creating process's id: the work folder's name while `WorkDir._create` makes it
 
 
+def beside(output: str | os.PathLike[str], suffix: str) -> Path:
+    """``<output><suffix>``: a side file (or folder) of ``output``, in its folder (so on its filesystem)."""
+    out = Path(output)
+    return out.with_name(out.name + suffix)
+
+
 def work_dir_for(output: str | os.PathLike[str]) -> Path:
     """The work folder of ``output``: ``<output>.tokenpool-partial`` in the same folder (same filesystem)."""
-    out = Path(output)
-    return out.with_name(out.name + WORK_SUFFIX)
+    return beside(output, WORK_SUFFIX)
 
 
 def check_output_name(output: str | os.PathLike[str]) -> None:

@@ -149,7 +149,8 @@ def _jsonl(path: Path, stream: RowStream, sidecar: Path | None) -> None:
 
 
 def _parquet(path: Path, stream: RowStream, sidecar: Path | None) -> None:
-    """A row group per chunk; the schema's metadata (precision, calibration, vocabulary) in the file's."""
+    """A row group per chunk (per `RowSchema.arrow_pieces` of one over 2**31 - 1 ragged items); the schema's
+    metadata (precision, calibration, vocabulary) in the file's."""
     pq = pyarrow_parquet("writing .parquet")
     import pyarrow as pa
 
@@ -157,7 +158,8 @@ def _parquet(path: Path, stream: RowStream, sidecar: Path | None) -> None:
     # a file, never a URI; its name as the file system's bytes (pyarrow encodes a str as strict UTF-8)
     with pa.OSFile(os.fsencode(path), "wb") as sink, pq.ParquetWriter(sink, schema) as writer:
         for parts in stream.chunks():
-            writer.write_table(pa.table(stream.schema.arrow_columns(parts, stream.has_ids), schema=schema))
+            for piece in stream.schema.arrow_pieces(parts):
+                writer.write_table(pa.table(stream.schema.arrow_columns(piece, stream.has_ids), schema=schema))
     sync_path(path)
     found = parquet_file(path).metadata.num_rows
     if found != stream.rows:

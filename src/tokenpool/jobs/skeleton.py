@@ -27,7 +27,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..core.chunking import parse_chunks
 from ..core.quantize import is_calibration_head
 from ..errors import CorpusError, ModelOutputError, OptionError, is_int
 from ..io.formats import check_text_options, input_format, output_format
@@ -45,11 +44,11 @@ from ..io.readers import (
 )
 from ..io.rows import RAGGED, Parts, RowSchema
 from ..io.storage import calibration_file_for
-from ..io.workdir import MANIFEST_VERSION, WORK_SUFFIX, WorkDir, check_output_name, work_dir_for
+from ..io.workdir import MANIFEST_VERSION, WORK_SUFFIX, WorkDir, beside, check_output_name, work_dir_for
 from ..io.writers import WRITERS, RowStream, replace_synced, sync
 from ..model.folders import code_repo_files
 from ..model.hub import TOKENIZER_NAMES, TOKENIZER_SUFFIXES
-from ..model.request import MAX_SIZE, EncodeRequest
+from ..model.request import MAX_SIZE, EncodeRequest, reads_spans
 from ..model.safety import CODE_CONFIG_FILES
 from .rows import record_id, row_indexes
 
@@ -184,8 +183,7 @@ class Kind:
 
 def lines_file_for(output: str | os.PathLike[str], suffix: str = LINES_SUFFIX) -> Path:
     """A side file of ``output``: ``<output><suffix>`` (--skip-empty's kept line numbers by default)."""
-    out = Path(output)
-    return out.with_name(out.name + suffix)
+    return beside(output, suffix)
 
 
 def check_common(job: EmbedJob) -> JobFormats:
@@ -266,7 +264,7 @@ def _refuse_unread_fields(job: EmbedJob) -> None:
     """A record field named (not the default) to a job whose rows do not read it is refused, as the CLI refuses
     the flag: ``spans_field`` is for ``chunks="spans"``, ``id_field`` for chunk and token rows. (Sizes such as
     ``block_tokens`` may be given to every kind alike.)"""
-    reads = {"spans_field": job.kind == "chunks" and parse_chunks(job.request.chunks) == "spans",
+    reads = {"spans_field": job.kind == "chunks" and reads_spans(job.request.chunks),
              "id_field": job.kind != "vectors"}  # fmt: skip
     defaults = {f.name: f.default for f in fields(EmbedJob)}
     unread = [name for name, read in reads.items() if not read and getattr(job, name) != defaults[name]]
