@@ -65,7 +65,12 @@ def shown_int(value: int) -> str:
     if abs(value).bit_length() > 14_000:
         return f"{'a negative' if value < 0 else 'an'} integer of about {int(abs(value).bit_length() * 0.30103)} digits"
     text = str(int(value))
-    return text if len(text) <= 24 else f"{text[:10]}…{text[-10:]} ({len(text.lstrip('-'))} digits)"
+    return text if len(text) <= 24 else f"{shown_digits(text)} ({len(text.lstrip('-'))} digits)"
+
+
+def shown_digits(text: str) -> str:
+    """A number's text for a message: whole up to 24 characters, else its first and last ten."""
+    return text if len(text) <= 24 else f"{text[:10]}…{text[-10:]}"
 
 
 def cut(text: str, limit: int = 60) -> str:

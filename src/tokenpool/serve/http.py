@@ -19,7 +19,7 @@ import orjson
 from starlette.routing import get_route_path
 from starlette.types import Receive, Scope, Send
 
-from ..errors import cut, shown_int
+from ..errors import cut, shown_digits, shown_int
 
 __all__ = ["ApiError", "ApiKeyGate", "Request", "Response", "cut", "draining_error", "endpoint", "json_response",
            "json_text", "read_json", "route_path", "style_of", "type_name", "without_trailing_slash"]  # fmt: skip
@@ -111,11 +111,6 @@ def json_text(value: Any) -> str:
             return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=repr)
         except RecursionError:  # past Python's limit too (a body may hold orjson's 1,024 levels)
             return "(nested too deeply to show)"
-
-
-def _long_number(text: str) -> str:
-    """A number's JSON text for a message: whole up to 24 characters, else its first and last ten."""
-    return text if len(text) <= 24 else f"{text[:10]}…{text[-10:]}"
 
 
 def draining_error(stopped: bool = False) -> ApiError:
@@ -224,7 +219,7 @@ async def read_json(request: Request, limit: int, timeout: float) -> dict[str, A
     declared = next((value.decode("latin-1") for name, value in headers if name == b"content-length"), "")
     digits = declared.lstrip("0") or "0"  # (int() reads 4,300 digits: a longer length is over any limit)
     if declared.isdecimal() and (len(digits) > len(str(limit)) or int(digits) > limit):  # (isdigit: "²")
-        raise ApiError(413, f"the request body has {_long_number(declared)} bytes; this server takes at most "
+        raise ApiError(413, f"the request body has {shown_digits(declared)} bytes; this server takes at most "
                        f"{limit}", kind="too_large", headers=_CLOSE)  # fmt: skip
     coding = ", ".join(value.decode("latin-1").strip() for name, value in headers if name == b"content-encoding")
     if any(part.strip().lower() not in ("", "identity") for part in coding.split(",")):  # (RFC 9110: 415)
@@ -277,7 +272,7 @@ def _parsed(body: bytes) -> dict[str, Any]:
         if found is not None:
             where = cut(found[0])
             raise ApiError(400, f"'{where}' is a number too large to read ({len(found[1])} characters: "
-                           f"{_long_number(found[1])})", param=where)  # fmt: skip
+                           f"{shown_digits(found[1])})", param=where)  # fmt: skip
     if isinstance(data, json.JSONDecodeError):  # (still orjson's refusal when exact: Python's reader ran too deep)
         said, there = "nested too deeply to read its number" if exact else "not valid JSON", data.doc[data.pos:data.pos + 20]
         raise ApiError(400, f"the request body is {said}: {data}" + (f" at '{cut(there, 12)}'" if there else ""))
