@@ -29,7 +29,7 @@ from . import unpadded
 from .configs import WIDTH_KEYS, config_size, text_merged
 from .folders import code_repo_files, file_digest, onnx_weights_only
 from .options import DTYPE_NAMES, check_dtype, device_parts, spell
-from .runners import POSITION_KEYS, Runtime, position_keys, text_config
+from .runners import POSITION_KEYS, Runtime, position_keys, quiet_transformers, text_config
 from .safety import check_bool_option, check_no_remote_code, read_json_file
 
 __all__ = [
@@ -105,14 +105,16 @@ def read_model_config(folder: Path) -> SimpleNamespace:
 def _transformers_config(data: dict[str, Any]) -> Any:
     """The text config transformers builds from config.json's ``data``, whose sizes (hidden_size, vocab_size,
     position limit) are its defaults where none is saved, or a key it maps to one (Bloom's n_embed, T5Gemma2's
-    nested ones); None without transformers or for a config it does not build (no width saved: refused)."""
+    nested ones); None without transformers or for a config it does not build (no width saved: refused).
+    transformers imports torch (where installed) to build it; its log lines are quieted as on the torch runtime."""
     try:
         from transformers import AutoConfig
     except ImportError:
         return None
     try:
         options = {name: value for name, value in data.items() if name != "model_type"}
-        return text_config(AutoConfig.for_model(str(data.get("model_type")), **options))
+        with quiet_transformers():
+            return text_config(AutoConfig.for_model(str(data.get("model_type")), **options))
     except Exception:  # (an unknown model_type, or a value its config class refuses: the torch runtime refuses it)
         return None
 
