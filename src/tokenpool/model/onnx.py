@@ -81,8 +81,11 @@ def read_model_config(folder: Path) -> SimpleNamespace:
     width = config_size(data)
     keys = position_keys(merged.get("model_type"))
     position_key = next((k for k in keys if isinstance(merged.get(k), int)), None)  # (named by inspect)
-    # a size not saved is read as torch reads it, from the one config transformers builds (`_transformers_config`)
-    unsaved = width is None or "vocab_size" not in merged or (keys and position_key is None)
+    # a size not saved is read as torch reads it, from the one config transformers builds (`_transformers_config`);
+    # so is a RoBERTa-like pad id, which its position limit follows (514 positions: 512 tokens after the pad id 1)
+    model_type = str(merged.get("model_type", ""))
+    pad_unsaved = model_type in unpadded.PAD_OFFSET_POSITION_TYPES and "pad_token_id" not in merged
+    unsaved = width is None or "vocab_size" not in merged or (keys and position_key is None) or pad_unsaved
     built = _transformers_config(data) if unsaved else None
     if width is None:  # none saved (transformers' default), or null (transformers' None: refused)
         width = getattr(built, "hidden_size", None)
@@ -94,11 +97,10 @@ def read_model_config(folder: Path) -> SimpleNamespace:
         positions = position_key and getattr(built, position_key)
     # as saved (checked by the encoder as on the torch runtime); none saved: transformers' default, as torch reads it
     vocab = merged["vocab_size"] if "vocab_size" in merged else getattr(built, "vocab_size", None)
-    # (a default position limit of a RoBERTa-like type is read with its default pad id, which its positions follow)
     pad = merged["pad_token_id"] if "pad_token_id" in merged else getattr(built, "pad_token_id", None)
     return SimpleNamespace(
         hidden_size=width, vocab_size=vocab, max_position_embeddings=positions, position_key=position_key,
-        model_type=str(merged.get("model_type", "")), pad_token_id=pad, raw=data,
+        model_type=model_type, pad_token_id=pad, raw=data,
     )  # fmt: skip
 
 
@@ -630,9 +632,11 @@ def _check_token_types(input_names: list[str], config: Any, path: Path) -> None:
 
 def _position_numbering(config: Any, path: Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """How to number a graph's ``position_ids``: from ``pad_token_id`` + 1 for a model type in
-    `unpadded.PAD_OFFSET_POSITION_TYPES`, else from 0; a `ModelFolderError` when the config cannot tell."""
+    `unpadded.PAD_OFFSET_POSITION_TYPES`, else from 0; a `ModelFolderError` when the config cannot tell (the
+    pad id of a config.json, ``raw``, only as saved there: transformers' default sets its limit, not this)."""
     model_type = getattr(config, "model_type", "") or ""
-    pad = getattr(config, "pad_token_id", None)
+    raw = getattr(config, "raw", None)
+    pad = text_merged(raw).get("pad_token_id") if isinstance(raw, dict) else getattr(config, "pad_token_id", None)
     if model_type in unpadded.PAD_OFFSET_POSITION_TYPES and is_int(pad):
         return functools.partial(_pad_offset_numbering, pad)  # (module-level functions: a runner pickles)
     if model_type and model_type not in unpadded.PAD_OFFSET_POSITION_TYPES:
