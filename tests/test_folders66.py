@@ -177,3 +177,24 @@ def test_read_safetensors_refuses_a_file_over_its_size_cap_unread(tmp_path):
         fh.truncate(modules.MAX_SAFETENSORS_BYTES + 1)  # (sparse: no disk used)
     with pytest.raises(ModelFolderError, match=f"{path}: not readable safetensors.*bytes, over the"):
         modules.read_safetensors(path)
+
+
+# ------------------------------------------------------------------------------------------ a mistyped path
+
+
+def test_a_mistyped_relative_path_that_reads_as_a_hub_id_says_it_is_no_local_folder_either(tmp_path, monkeypatch):
+    """``models/mini-lm`` (a typo of ``models/minilm``, beside a ``models`` folder) has the shape of a Hub id, so
+    it was looked up on the Hub and the error spoke of the Hugging Face cache only; it now says that the local
+    folder ``models`` holds no such folder. (``./models/mini-lm``, ``~/…`` and ``/…`` already read as paths.)"""
+    from tokenpool.model.folders import resolve_model_path
+
+    pytest.importorskip("huggingface_hub")
+    (tmp_path / "models" / "minilm").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(ModelFolderError, match="not in .*; nor is it a local folder: 'models' holds no 'mini-lm'"):
+        resolve_model_path("models/mini-lm")
+    for path in ("./models/mini-lm", str(tmp_path / "models" / "mini-lm")):
+        with pytest.raises(ModelFolderError, match="model folder .*mini-lm' does not exist"):
+            resolve_model_path(path)
