@@ -198,3 +198,39 @@ def test_a_mistyped_relative_path_that_reads_as_a_hub_id_says_it_is_no_local_fol
     for path in ("./models/mini-lm", str(tmp_path / "models" / "mini-lm")):
         with pytest.raises(ModelFolderError, match="model folder .*mini-lm' does not exist"):
             resolve_model_path(path)
+
+
+# ------------------------------------------------------------------------------------------ one read a load
+
+
+def test_an_onnx_load_of_an_export_cache_file_reads_the_folders_sources_once(tiny_copy, tiny_onnx, tmp_path, monkeypatch):
+    """A file found in the folder's export cache (a variant made by 'tokenpool export-onnx') whose record names
+    the folder's files: the cache's key and the record's check each built the folder's sources, and the key
+    read config.json once more for its model type — three reads of config.json where one tells it all."""
+    import shutil
+
+    from tokenpool.model import onnx
+
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    folder = tiny_copy
+    variant = onnx.cached_export_path(folder).with_name("variant.onnx")
+    variant.parent.mkdir(parents=True)
+    shutil.copy(tiny_onnx, variant)
+    record = {"source": {"folder": str(folder), **onnx.export_sources(folder)}}
+    monkeypatch.setattr(onnx.OnnxRunner, "record", property(lambda self: record))
+    model_config = onnx.read_model_config(folder)
+    reads = []
+    original = onnx.read_json_file
+
+    def counted(file, **options):
+        reads.append(file)
+        return original(file, **options)
+
+    monkeypatch.setattr(onnx, "read_json_file", counted)
+    runner = onnx.OnnxRunner(folder, sparse=False, device=None, dtype=None, onnx_file="variant.onnx",
+                             model_config=model_config)  # fmt: skip
+    assert runner.path == variant.absolute()
+    assert reads == [folder / "config.json"]
+    (folder / "model.safetensors").write_bytes(b"other weights")  # the record's check still runs
+    with pytest.raises(ModelFolderError, match="was exported from other files"):
+        onnx.OnnxRunner(folder, sparse=False, device=None, dtype=None, onnx_file=variant, model_config=model_config)

@@ -6,6 +6,7 @@ Encoder graphs only (last hidden state): not SPLADE, nor ``token_type_ids`` of `
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import hashlib
 import json
@@ -48,9 +49,11 @@ _HIDDEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
 _INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
                  "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}  # fmt: skip
 # the files an export is made from: config.json and the weights (shards and their index too), and the folder's
-# own code and other repos' where its config names some (`_source_files`); the export cache's key and an export's
+# own code and other repos' where its config names some (`_sources`); the export cache's key and an export's
 # record name them
 EXPORT_SOURCES = ("config.json", "*.safetensors", "*.bin", "*.index.json")
+# each folder's `_sources` while an `OnnxRunner` loads (`_sources_read_once`): None outside one
+_LOADING_SOURCES: contextvars.ContextVar[dict[Path, Any] | None] = contextvars.ContextVar("sources", default=None)
 EXPORT_WORK_PREFIX = ".tokenpool-export-"  # the temporary folder an export is made in, beside its target
 # model types whose forward takes ``token_type_ids`` but has no token-type table: it looks them up in its word
 # embeddings (GPT-2 adds wte[id] for each), so any ids — zeros too — change every token's state, and only leaving
@@ -123,20 +126,20 @@ def _transformers_config(data: dict[str, Any]) -> Any:
 
 def cached_export_path(folder: Path, *, writing: bool = False) -> Path:
     """Where ``folder``'s export is cached: keyed by its path and the size, mtime, inode and ctime of the files
-    it is made from (`_source_files`; ``cp -p`` restores the mtime); `UNTYPED_TOKEN_TYPES` add a mark (older
+    it is made from (`_sources`; ``cp -p`` restores the mtime); `UNTYPED_TOKEN_TYPES` add a mark (older
     exports took types), and a model `_traced_at_one_length` another (its older exports were traced at one
     length: never read, refused now).
     ``writing``: an `OptionError` naming $TOKENPOOL_CACHE when a file is in the way of the cache folder."""
     key = hashlib.sha256(str(folder.resolve()).encode())
-    for name, path in _source_files(folder).items():
+    config, files = _sources(folder)
+    for name, path in files.items():
         stat = None if path is None else path.stat()
         key.update(f"{name}:{stat and (stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)}".encode())
-    with contextlib.suppress(ModelFolderError):  # (no mark when config.json is missing or unreadable)
-        config = _folder_config(folder)
-        if getattr(config, "model_type", "") in UNTYPED_TOKEN_TYPES:
-            key.update(b"\0without token_type_ids")
-        if config is not None and _traced_at_one_length(config.model_type, config.raw.get):
-            key.update(b"\0not traced")
+    model_type = str(text_merged(config).get("model_type", ""))  # (no mark when config.json is missing or unreadable)
+    if model_type in UNTYPED_TOKEN_TYPES:
+        key.update(b"\0without token_type_ids")
+    if _traced_at_one_length(model_type, config.get):
+        key.update(b"\0not traced")
     cache = Path(os.environ.get("TOKENPOOL_CACHE") or Path.home() / ".cache" / "tokenpool").expanduser()
     if writing and (file := next((p for p in (cache, *cache.parents) if p.exists() and not p.is_dir()), None)):
         raise OptionError(f"the ONNX export cache $TOKENPOOL_CACHE ({str(cache)!r}; default ~/.cache/tokenpool) "
@@ -148,21 +151,40 @@ def export_sources(folder: Path) -> dict[str, Any]:
     """What an export of ``folder`` is made from, for its record: the sha256 of each file of `EXPORT_SOURCES`
     (``digests``) and its size and mtime in ns (``stamps``, taken first: a change while it is hashed shows later),
     which `check_export_source` compares to spare the hashing while they are unchanged."""
-    files = _source_files(folder)
+    files = _sources(folder)[1]
     stamps = {name: p and _size_and_time(p) for name, p in files.items()}
     return {"digests": {name: p and file_digest(p) for name, p in files.items()}, "stamps": stamps}
 
 
-def _source_files(folder: Path) -> dict[str, Path | None]:
-    """The files of `EXPORT_SOURCES` in ``folder`` by name, and when its config.json has an ``auto_map`` the code a
-    trusted export runs (transformers copies those modules and their relative imports): its top-level ``*.py``,
-    and those of other repos it names, by absolute path (`code_repo_files`; None: a module found nowhere)."""
+def _sources(folder: Path) -> tuple[dict[str, Any], dict[str, Path | None]]:
+    """``folder``'s config.json object (``{}``: none, or not an object) and the files of `EXPORT_SOURCES` by name,
+    and when that config has an ``auto_map`` the code a trusted export runs (transformers copies those modules and
+    their relative imports): its top-level ``*.py``, and those of other repos it names, by absolute path
+    (`code_repo_files`; None: a module found nowhere). Read once per folder while a runner loads."""
+    memo = _LOADING_SOURCES.get()
+    if memo is not None and folder in memo:
+        return memo[folder]
     try:
-        code = ("*.py",) if "auto_map" in read_json_file(folder / "config.json", object_only=True) else ()
+        config = read_json_file(folder / "config.json", object_only=True)
     except ConfigError:  # (no config.json, or not a JSON object: no model class of its own)
-        code = ()
+        config = {}
+    code = ("*.py",) if "auto_map" in config else ()
     files = sorted({p for pattern in (*EXPORT_SOURCES, *code) for p in folder.glob(pattern) if p.is_file()})
-    return {**{p.name: p for p in files}, **(code_repo_files(folder / "config.json") if code else {})}
+    found = config, {**{p.name: p for p in files}, **(code_repo_files(folder / "config.json") if code else {})}
+    if memo is not None:
+        memo[folder] = found
+    return found
+
+
+@contextlib.contextmanager
+def _sources_read_once() -> Iterator[None]:
+    """Each folder's `_sources` read once in the block (an `OnnxRunner`'s load: its export cache's key, then the
+    check of its file's record)."""
+    token = _LOADING_SOURCES.set({})
+    try:
+        yield
+    finally:
+        _LOADING_SOURCES.reset(token)
 
 
 def _size_and_time(path: Path) -> list[int]:
@@ -182,14 +204,14 @@ def record_weights(record: Any) -> dict[str, Any] | None:
 def check_export_source(path: Path, record: Any, folder: Path) -> None:
     """A `ModelFolderError` when the record of the ONNX file ``path`` (none: nothing checked) names files of
     ``folder`` (its source's digests; a variant's: those of the weights its fp32 source was exported from;
-    other repos' code its ``auto_map`` names too: `_source_files`) whose bytes are not those any more: the
+    other repos' code its ``auto_map`` names too: `_sources`) whose bytes are not those any more: the
     graph is not this folder's model. A file is hashed only when its size or mtime differs from the record's
     stamps (or the record has none); files not found now (an ONNX-only folder) are not compared."""
     made = record_weights(record)
     if made is None:
         return
     stamps = made.get("stamps") if isinstance(made.get("stamps"), dict) else {}
-    changed, files = [], _source_files(folder)  # (only files found now: a record names no other file to read)
+    changed, files = [], _sources(folder)[1]  # (only files found now: a record names no other file to read)
     for name, then in sorted(made["digests"].items()):
         file = files.get(str(name))
         if file is None or stamps.get(name) == _size_and_time(file):
@@ -437,6 +459,7 @@ def linked_beside(files: list[Path], folder: Path) -> Iterator[None]:
 class OnnxRunner:
     """An ONNX file run by onnxruntime on the CPU (or CUDA, untested). Outputs are numpy arrays."""
 
+    @_sources_read_once()
     def __init__(
         self, folder: Path, *, sparse: bool, device: str | None, dtype: Any,
         onnx_file: str | os.PathLike | None = None, threads: int | None = None,
