@@ -54,7 +54,7 @@ def resolve_model_path(model: str | os.PathLike | None, **hub_options: Any) -> P
     if is_hub_id(model):
         try:
             return download_model(str(model), **hub_options)
-        except ModelFolderError as err:  # ("models/mini-lm" beside a folder "models": a mistyped path, likely)
+        except ModelFolderError as err:  # ("models/mini-lm" beside a folder "models": a mistyped path?)
             if not path.parent.is_dir():
                 raise
             raise ModelFolderError(f"{err}; nor is it a local folder: {str(path.parent)!r} holds no "

@@ -169,8 +169,8 @@ def output_width(modules: tuple[PostModule, ...], width: int, where: Path) -> in
 
 
 _SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4"}
-# the most bytes tokenpool reads of a module's weights file (a 4096×4096 float32 Dense is 64 MiB): a larger (say
-# sparse) file is refused by its size, never read whole into memory
+# the most bytes tokenpool reads of a module's weights file (a 4096×4096 float32 Dense is 64 MiB): a larger
+# (say sparse) file is refused by its size, never read whole into memory
 MAX_SAFETENSORS_BYTES = 4 << 30
 
 
@@ -214,12 +214,12 @@ def _safetensor(entry: dict[str, Any], body: memoryview) -> Any:
 
 
 def _check_contiguous(offsets: dict[str, list[int]], size: int) -> None:
-    """A `ValueError` unless the tensors' byte ranges (``offsets``) follow one another from 0 to ``size``, as the
-    safetensors library requires: no two views of the same bytes, no bytes that belong to no tensor."""
+    """A `ValueError` unless the tensors' byte ranges (``offsets``) follow one another from 0 to ``size``, as
+    the safetensors library requires: no two views of the same bytes, no bytes that belong to no tensor."""
     end = 0
     for name, (begin, stop) in sorted(offsets.items(), key=lambda item: item[1]):
         if begin != end:
-            why = "overlaps the tensor before it" if begin < end else f"leaves bytes {end}..{begin} in no tensor"
+            why = "overlaps the tensor before it" if begin < end else f"leaves bytes {end}..{begin} unread"
             raise ValueError(f"tensor {name!r:.60} at bytes {begin}..{stop} {why}")
         end = stop
     if end != size:

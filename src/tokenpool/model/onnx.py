@@ -53,7 +53,7 @@ _INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(b
 # record name them
 EXPORT_SOURCES = ("config.json", "*.safetensors", "*.bin", "*.index.json")
 # each folder's `_sources` while an `OnnxRunner` loads (`_sources_read_once`): None outside one
-_LOADING_SOURCES: contextvars.ContextVar[dict[Path, Any] | None] = contextvars.ContextVar("sources", default=None)
+_LOADING_SOURCES: contextvars.ContextVar[dict[Path, Any] | None] = contextvars.ContextVar("_LOADING_SOURCES")
 EXPORT_WORK_PREFIX = ".tokenpool-export-"  # the temporary folder an export is made in, beside its target
 # model types whose forward takes ``token_type_ids`` but has no token-type table: it looks them up in its word
 # embeddings (GPT-2 adds wte[id] for each), so any ids — zeros too — change every token's state, and only leaving
@@ -84,8 +84,9 @@ def read_model_config(folder: Path) -> SimpleNamespace:
     width = config_size(data)
     keys = position_keys(merged.get("model_type"))
     position_key = next((k for k in keys if isinstance(merged.get(k), int)), None)  # (named by inspect)
-    # a size not saved is read as torch reads it, from the one config transformers builds (`_transformers_config`);
-    # so is a RoBERTa-like pad id, which its position limit follows (514 positions: 512 tokens after the pad id 1)
+    # a size not saved is read as torch reads it, from the one config transformers builds
+    # (`_transformers_config`); so is a RoBERTa-like pad id, which its position limit follows (514
+    # positions: 512 tokens after the pad id 1)
     model_type = str(merged.get("model_type", ""))
     pad_unsaved = model_type in unpadded.PAD_OFFSET_POSITION_TYPES and "pad_token_id" not in merged
     unsaved = width is None or "vocab_size" not in merged or (keys and position_key is None) or pad_unsaved
@@ -111,7 +112,8 @@ def _transformers_config(data: dict[str, Any]) -> Any:
     """The text config transformers builds from config.json's ``data``, whose sizes (hidden_size, vocab_size,
     position limit) are its defaults where none is saved, or a key it maps to one (Bloom's n_embed, T5Gemma2's
     nested ones); None without transformers or for a config it does not build (no width saved: refused).
-    transformers imports torch (where installed) to build it; its log lines are quieted as on the torch runtime."""
+    transformers imports torch (where installed) to build it; its log lines are quieted as on torch's
+    runtime."""
     try:
         from transformers import AutoConfig
     except ImportError:
@@ -135,7 +137,7 @@ def cached_export_path(folder: Path, *, writing: bool = False) -> Path:
     for name, path in files.items():
         stat = None if path is None else path.stat()
         key.update(f"{name}:{stat and (stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)}".encode())
-    model_type = str(text_merged(config).get("model_type", ""))  # (no mark when config.json is missing or unreadable)
+    model_type = str(text_merged(config).get("model_type", ""))  # (no mark without a readable config.json)
     if model_type in UNTYPED_TOKEN_TYPES:
         key.update(b"\0without token_type_ids")
     if _traced_at_one_length(model_type, config.get):
@@ -157,11 +159,12 @@ def export_sources(folder: Path) -> dict[str, Any]:
 
 
 def _sources(folder: Path) -> tuple[dict[str, Any], dict[str, Path | None]]:
-    """``folder``'s config.json object (``{}``: none, or not an object) and the files of `EXPORT_SOURCES` by name,
-    and when that config has an ``auto_map`` the code a trusted export runs (transformers copies those modules and
-    their relative imports): its top-level ``*.py``, and those of other repos it names, by absolute path
-    (`code_repo_files`; None: a module found nowhere). Read once per folder while a runner loads."""
-    memo = _LOADING_SOURCES.get()
+    """``folder``'s config.json object (``{}``: none, or not an object) and the files of `EXPORT_SOURCES` by
+    name, and when that config has an ``auto_map`` the code a trusted export runs (transformers copies those
+    modules and their relative imports): its top-level ``*.py``, and those of other repos it names, by
+    absolute path (`code_repo_files`; None: a module found nowhere). Read once per folder while a runner
+    loads."""
+    memo = _LOADING_SOURCES.get(None)
     if memo is not None and folder in memo:
         return memo[folder]
     try:
@@ -170,7 +173,8 @@ def _sources(folder: Path) -> tuple[dict[str, Any], dict[str, Path | None]]:
         config = {}
     code = ("*.py",) if "auto_map" in config else ()
     files = sorted({p for pattern in (*EXPORT_SOURCES, *code) for p in folder.glob(pattern) if p.is_file()})
-    found = config, {**{p.name: p for p in files}, **(code_repo_files(folder / "config.json") if code else {})}
+    repos = code_repo_files(folder / "config.json") if code else {}
+    found = config, {**{p.name: p for p in files}, **repos}
     if memo is not None:
         memo[folder] = found
     return found
@@ -178,8 +182,8 @@ def _sources(folder: Path) -> tuple[dict[str, Any], dict[str, Path | None]]:
 
 @contextlib.contextmanager
 def _sources_read_once() -> Iterator[None]:
-    """Each folder's `_sources` read once in the block (an `OnnxRunner`'s load: its export cache's key, then the
-    check of its file's record)."""
+    """Each folder's `_sources` read once in the block (an `OnnxRunner`'s load: its export cache's key, then
+    the check of its file's record)."""
     token = _LOADING_SOURCES.set({})
     try:
         yield
@@ -658,8 +662,9 @@ def _position_numbering(config: Any, path: Path) -> Callable[[np.ndarray, np.nda
     `unpadded.PAD_OFFSET_POSITION_TYPES`, else from 0; a `ModelFolderError` when the config cannot tell (the
     pad id of a config.json, ``raw``, only as saved there: transformers' default sets its limit, not this)."""
     model_type = getattr(config, "model_type", "") or ""
-    raw = getattr(config, "raw", None)
-    pad = text_merged(raw).get("pad_token_id") if isinstance(raw, dict) else getattr(config, "pad_token_id", None)
+    pad = getattr(config, "pad_token_id", None)
+    if isinstance(raw := getattr(config, "raw", None), dict):  # config.json's (`read_model_config`): as saved
+        pad = text_merged(raw).get("pad_token_id")
     if model_type in unpadded.PAD_OFFSET_POSITION_TYPES and is_int(pad):
         return functools.partial(_pad_offset_numbering, pad)  # (module-level functions: a runner pickles)
     if model_type and model_type not in unpadded.PAD_OFFSET_POSITION_TYPES:
