@@ -498,7 +498,8 @@ class OnnxRunner:
         self._pass_session: Any = None
         self._pass_lock = threading.Lock()
         self.input_names = self._check_inputs(path)
-        config = model_config if model_config is not None else _folder_config(folder)
+        if (config := model_config) is None and (folder / "config.json").is_file():  # (none: an ONNX file alone)
+            config = read_model_config(folder)
         _check_token_types(self.input_names, config, path)
         self._positions = _position_numbering(config, path) if "position_ids" in self.input_names else None
         # a BERT-, GPT-2- or RoBERTa-like model runs a left-padded batch right-padded (`_run`), any graph
@@ -637,11 +638,6 @@ class OnnxRunner:
 
     def to_float32_numpy(self, array: Any) -> np.ndarray:
         return np.asarray(array, dtype=np.float32)
-
-
-def _folder_config(folder: Path) -> SimpleNamespace | None:
-    """`read_model_config` of ``folder``, or None when it has no config.json (an ONNX file run on its own)."""
-    return read_model_config(folder) if (folder / "config.json").is_file() else None
 
 
 def _check_token_types(input_names: list[str], config: Any, path: Path) -> None:
