@@ -52,7 +52,13 @@ def resolve_model_path(model: str | os.PathLike | None, **hub_options: Any) -> P
     from .hub import download_model, is_hub_id
 
     if is_hub_id(model):
-        return download_model(str(model), **hub_options)
+        try:
+            return download_model(str(model), **hub_options)
+        except ModelFolderError as err:  # ("models/mini-lm" beside a folder "models": a mistyped path?)
+            if not path.parent.is_dir():
+                raise
+            raise ModelFolderError(f"{err}; nor is it a local folder: {str(path.parent)!r} holds no "
+                                   f"{path.name!r}") from None  # fmt: skip
     raise ModelFolderError(
         f"model folder {str(path)!r} does not exist (give a local folder or a Hugging Face Hub id such as "
         "'sentence-transformers/all-MiniLM-L6-v2')"

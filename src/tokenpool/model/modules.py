@@ -169,13 +169,17 @@ def output_width(modules: tuple[PostModule, ...], width: int, where: Path) -> in
 
 
 _SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4"}
+# the most bytes tokenpool reads of a module's weights file (a 4096×4096 float32 Dense is 64 MiB): a larger
+# (say sparse) file is refused by its size, never read whole into memory
+MAX_SAFETENSORS_BYTES = 4 << 30
 
 
 def read_safetensors(path: Path) -> dict[str, Any]:
     """The tensors of a ``.safetensors`` file as numpy arrays (bf16 widened to float32), read with numpy alone
-    (data only, no code runs); a malformed file is a `ModelFolderError`."""
+    (data only, no code runs); a malformed file is a `ModelFolderError`, as is one the safetensors library
+    refuses: tensors whose byte ranges overlap or leave bytes between them (`_check_contiguous`)."""
     try:
-        data = read_regular_file(path)
+        data = read_regular_file(path, MAX_SAFETENSORS_BYTES)
         size = int.from_bytes(data[:8], "little")
         if len(data) < 8 or size > len(data) - 8:
             raise ValueError(f"header length {size} exceeds the file ({len(data)} bytes)")
@@ -183,7 +187,9 @@ def read_safetensors(path: Path) -> dict[str, Any]:
         if not isinstance(header, dict):
             raise ValueError(f"its header must be a JSON object, got {type(header).__name__}")
         body = memoryview(data)[8 + size :]
-        return {name: _safetensor(entry, body) for name, entry in header.items() if name != "__metadata__"}
+        tensors = {name: _safetensor(entry, body) for name, entry in header.items() if name != "__metadata__"}
+        _check_contiguous({name: header[name]["data_offsets"] for name in tensors}, len(body))
+        return tensors
     except (OSError, ValueError, TypeError, KeyError, OverflowError) as exc:  # (OSError: a pipe, folder, dangling link; Overflow: a size > 64 bits)
         raise ModelFolderError(f"{path}: not readable safetensors ({exc})") from None
 
@@ -205,6 +211,19 @@ def _safetensor(entry: dict[str, Any], body: memoryview) -> Any:
     if entry["dtype"] == "BF16":  # the upper half of a float32
         return (array.astype(np.uint32) << 16).view(np.float32)
     return array.copy()
+
+
+def _check_contiguous(offsets: dict[str, list[int]], size: int) -> None:
+    """A `ValueError` unless the tensors' byte ranges (``offsets``) follow one another from 0 to ``size``, as
+    the safetensors library requires: no two views of the same bytes, no bytes that belong to no tensor."""
+    end = 0
+    for name, (begin, stop) in sorted(offsets.items(), key=lambda item: item[1]):
+        if begin != end:
+            why = "overlaps the tensor before it" if begin < end else f"leaves bytes {end}..{begin} unread"
+            raise ValueError(f"tensor {name!r:.60} at bytes {begin}..{stop} {why}")
+        end = stop
+    if end != size:
+        raise ValueError(f"bytes {end}..{size} of the data belong to no tensor")
 
 
 def weights_file(folder: Path) -> Path:

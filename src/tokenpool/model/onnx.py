@@ -6,6 +6,7 @@ Encoder graphs only (last hidden state): not SPLADE, nor ``token_type_ids`` of `
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import hashlib
 import json
@@ -29,7 +30,7 @@ from . import unpadded
 from .configs import WIDTH_KEYS, config_size, text_merged
 from .folders import code_repo_files, file_digest, onnx_weights_only
 from .options import DTYPE_NAMES, check_dtype, device_parts, spell
-from .runners import POSITION_KEYS, Runtime, position_keys, text_config
+from .runners import POSITION_KEYS, Runtime, position_keys, quiet_transformers, text_config
 from .safety import check_bool_option, check_no_remote_code, read_json_file
 
 __all__ = [
@@ -48,9 +49,11 @@ _HIDDEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
 _INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
                  "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}  # fmt: skip
 # the files an export is made from: config.json and the weights (shards and their index too), and the folder's
-# own code and other repos' where its config names some (`_source_files`); the export cache's key and an export's
+# own code and other repos' where its config names some (`_sources`); the export cache's key and an export's
 # record name them
 EXPORT_SOURCES = ("config.json", "*.safetensors", "*.bin", "*.index.json")
+# each folder's `_sources` while an `OnnxRunner` loads (`_sources_read_once`): None outside one
+_LOADING_SOURCES: contextvars.ContextVar[dict[Path, Any] | None] = contextvars.ContextVar("_LOADING_SOURCES")
 EXPORT_WORK_PREFIX = ".tokenpool-export-"  # the temporary folder an export is made in, beside its target
 # model types whose forward takes ``token_type_ids`` but has no token-type table: it looks them up in its word
 # embeddings (GPT-2 adds wte[id] for each), so any ids — zeros too — change every token's state, and only leaving
@@ -81,8 +84,12 @@ def read_model_config(folder: Path) -> SimpleNamespace:
     width = config_size(data)
     keys = position_keys(merged.get("model_type"))
     position_key = next((k for k in keys if isinstance(merged.get(k), int)), None)  # (named by inspect)
-    # a size not saved is read as torch reads it, from the one config transformers builds (`_transformers_config`)
-    unsaved = width is None or "vocab_size" not in merged or (keys and position_key is None)
+    # a size not saved is read as torch reads it, from the one config transformers builds
+    # (`_transformers_config`); so is a RoBERTa-like pad id, which its position limit follows (514
+    # positions: 512 tokens after the pad id 1)
+    model_type = str(merged.get("model_type", ""))
+    pad_unsaved = model_type in unpadded.PAD_OFFSET_POSITION_TYPES and "pad_token_id" not in merged
+    unsaved = width is None or "vocab_size" not in merged or (keys and position_key is None) or pad_unsaved
     built = _transformers_config(data) if unsaved else None
     if width is None:  # none saved (transformers' default), or null (transformers' None: refused)
         width = getattr(built, "hidden_size", None)
@@ -94,45 +101,47 @@ def read_model_config(folder: Path) -> SimpleNamespace:
         positions = position_key and getattr(built, position_key)
     # as saved (checked by the encoder as on the torch runtime); none saved: transformers' default, as torch reads it
     vocab = merged["vocab_size"] if "vocab_size" in merged else getattr(built, "vocab_size", None)
-    # (a default position limit of a RoBERTa-like type is read with its default pad id, which its positions follow)
     pad = merged["pad_token_id"] if "pad_token_id" in merged else getattr(built, "pad_token_id", None)
     return SimpleNamespace(
         hidden_size=width, vocab_size=vocab, max_position_embeddings=positions, position_key=position_key,
-        model_type=str(merged.get("model_type", "")), pad_token_id=pad, raw=data,
+        model_type=model_type, pad_token_id=pad, raw=data,
     )  # fmt: skip
 
 
 def _transformers_config(data: dict[str, Any]) -> Any:
     """The text config transformers builds from config.json's ``data``, whose sizes (hidden_size, vocab_size,
     position limit) are its defaults where none is saved, or a key it maps to one (Bloom's n_embed, T5Gemma2's
-    nested ones); None without transformers or for a config it does not build (no width saved: refused)."""
+    nested ones); None without transformers or for a config it does not build (no width saved: refused).
+    transformers imports torch (where installed) to build it; its log lines are quieted as on torch's
+    runtime."""
     try:
         from transformers import AutoConfig
     except ImportError:
         return None
     try:
         options = {name: value for name, value in data.items() if name != "model_type"}
-        return text_config(AutoConfig.for_model(str(data.get("model_type")), **options))
+        with quiet_transformers():
+            return text_config(AutoConfig.for_model(str(data.get("model_type")), **options))
     except Exception:  # (an unknown model_type, or a value its config class refuses: the torch runtime refuses it)
         return None
 
 
 def cached_export_path(folder: Path, *, writing: bool = False) -> Path:
     """Where ``folder``'s export is cached: keyed by its path and the size, mtime, inode and ctime of the files
-    it is made from (`_source_files`; ``cp -p`` restores the mtime); `UNTYPED_TOKEN_TYPES` add a mark (older
+    it is made from (`_sources`; ``cp -p`` restores the mtime); `UNTYPED_TOKEN_TYPES` add a mark (older
     exports took types), and a model `_traced_at_one_length` another (its older exports were traced at one
     length: never read, refused now).
     ``writing``: an `OptionError` naming $TOKENPOOL_CACHE when a file is in the way of the cache folder."""
     key = hashlib.sha256(str(folder.resolve()).encode())
-    for name, path in _source_files(folder).items():
+    config, files = _sources(folder)
+    for name, path in files.items():
         stat = None if path is None else path.stat()
         key.update(f"{name}:{stat and (stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)}".encode())
-    with contextlib.suppress(ModelFolderError):  # (no mark when config.json is missing or unreadable)
-        config = _folder_config(folder)
-        if getattr(config, "model_type", "") in UNTYPED_TOKEN_TYPES:
-            key.update(b"\0without token_type_ids")
-        if config is not None and _traced_at_one_length(config.model_type, config.raw.get):
-            key.update(b"\0not traced")
+    model_type = str(text_merged(config).get("model_type", ""))  # (no mark without a readable config.json)
+    if model_type in UNTYPED_TOKEN_TYPES:
+        key.update(b"\0without token_type_ids")
+    if _traced_at_one_length(model_type, config.get):
+        key.update(b"\0not traced")
     cache = Path(os.environ.get("TOKENPOOL_CACHE") or Path.home() / ".cache" / "tokenpool").expanduser()
     if writing and (file := next((p for p in (cache, *cache.parents) if p.exists() and not p.is_dir()), None)):
         raise OptionError(f"the ONNX export cache $TOKENPOOL_CACHE ({str(cache)!r}; default ~/.cache/tokenpool) "
@@ -144,21 +153,42 @@ def export_sources(folder: Path) -> dict[str, Any]:
     """What an export of ``folder`` is made from, for its record: the sha256 of each file of `EXPORT_SOURCES`
     (``digests``) and its size and mtime in ns (``stamps``, taken first: a change while it is hashed shows later),
     which `check_export_source` compares to spare the hashing while they are unchanged."""
-    files = _source_files(folder)
+    files = _sources(folder)[1]
     stamps = {name: p and _size_and_time(p) for name, p in files.items()}
     return {"digests": {name: p and file_digest(p) for name, p in files.items()}, "stamps": stamps}
 
 
-def _source_files(folder: Path) -> dict[str, Path | None]:
-    """The files of `EXPORT_SOURCES` in ``folder`` by name, and when its config.json has an ``auto_map`` the code a
-    trusted export runs (transformers copies those modules and their relative imports): its top-level ``*.py``,
-    and those of other repos it names, by absolute path (`code_repo_files`; None: a module found nowhere)."""
+def _sources(folder: Path) -> tuple[dict[str, Any], dict[str, Path | None]]:
+    """``folder``'s config.json object (``{}``: none, or not an object) and the files of `EXPORT_SOURCES` by
+    name, and when that config has an ``auto_map`` the code a trusted export runs (transformers copies those
+    modules and their relative imports): its top-level ``*.py``, and those of other repos it names, by
+    absolute path (`code_repo_files`; None: a module found nowhere). Read once per folder while a runner
+    loads."""
+    memo = _LOADING_SOURCES.get(None)
+    if memo is not None and folder in memo:
+        return memo[folder]
     try:
-        code = ("*.py",) if "auto_map" in read_json_file(folder / "config.json", object_only=True) else ()
+        config = read_json_file(folder / "config.json", object_only=True)
     except ConfigError:  # (no config.json, or not a JSON object: no model class of its own)
-        code = ()
+        config = {}
+    code = ("*.py",) if "auto_map" in config else ()
     files = sorted({p for pattern in (*EXPORT_SOURCES, *code) for p in folder.glob(pattern) if p.is_file()})
-    return {**{p.name: p for p in files}, **(code_repo_files(folder / "config.json") if code else {})}
+    repos = code_repo_files(folder / "config.json") if code else {}
+    found = config, {**{p.name: p for p in files}, **repos}
+    if memo is not None:
+        memo[folder] = found
+    return found
+
+
+@contextlib.contextmanager
+def _sources_read_once() -> Iterator[None]:
+    """Each folder's `_sources` read once in the block (an `OnnxRunner`'s load: its export cache's key, then
+    the check of its file's record)."""
+    token = _LOADING_SOURCES.set({})
+    try:
+        yield
+    finally:
+        _LOADING_SOURCES.reset(token)
 
 
 def _size_and_time(path: Path) -> list[int]:
@@ -178,14 +208,14 @@ def record_weights(record: Any) -> dict[str, Any] | None:
 def check_export_source(path: Path, record: Any, folder: Path) -> None:
     """A `ModelFolderError` when the record of the ONNX file ``path`` (none: nothing checked) names files of
     ``folder`` (its source's digests; a variant's: those of the weights its fp32 source was exported from;
-    other repos' code its ``auto_map`` names too: `_source_files`) whose bytes are not those any more: the
+    other repos' code its ``auto_map`` names too: `_sources`) whose bytes are not those any more: the
     graph is not this folder's model. A file is hashed only when its size or mtime differs from the record's
     stamps (or the record has none); files not found now (an ONNX-only folder) are not compared."""
     made = record_weights(record)
     if made is None:
         return
     stamps = made.get("stamps") if isinstance(made.get("stamps"), dict) else {}
-    changed, files = [], _source_files(folder)  # (only files found now: a record names no other file to read)
+    changed, files = [], _sources(folder)[1]  # (only files found now: a record names no other file to read)
     for name, then in sorted(made["digests"].items()):
         file = files.get(str(name))
         if file is None or stamps.get(name) == _size_and_time(file):
@@ -433,6 +463,7 @@ def linked_beside(files: list[Path], folder: Path) -> Iterator[None]:
 class OnnxRunner:
     """An ONNX file run by onnxruntime on the CPU (or CUDA, untested). Outputs are numpy arrays."""
 
+    @_sources_read_once()
     def __init__(
         self, folder: Path, *, sparse: bool, device: str | None, dtype: Any,
         onnx_file: str | os.PathLike | None = None, threads: int | None = None,
@@ -467,7 +498,8 @@ class OnnxRunner:
         self._pass_session: Any = None
         self._pass_lock = threading.Lock()
         self.input_names = self._check_inputs(path)
-        config = model_config if model_config is not None else _folder_config(folder)
+        if (config := model_config) is None and (folder / "config.json").is_file():  # (none: an ONNX file alone)
+            config = read_model_config(folder)
         _check_token_types(self.input_names, config, path)
         self._positions = _position_numbering(config, path) if "position_ids" in self.input_names else None
         # a BERT-, GPT-2- or RoBERTa-like model runs a left-padded batch right-padded (`_run`), any graph
@@ -608,11 +640,6 @@ class OnnxRunner:
         return np.asarray(array, dtype=np.float32)
 
 
-def _folder_config(folder: Path) -> SimpleNamespace | None:
-    """`read_model_config` of ``folder``, or None when it has no config.json (an ONNX file run on its own)."""
-    return read_model_config(folder) if (folder / "config.json").is_file() else None
-
-
 def _check_token_types(input_names: list[str], config: Any, path: Path) -> None:
     """A `ModelFolderError` for a graph taking ``token_type_ids`` of a model without a token-type table
     (`UNTYPED_TOKEN_TYPES`): no ids give its output — each adds a word embedding to every token."""
@@ -628,9 +655,12 @@ def _check_token_types(input_names: list[str], config: Any, path: Path) -> None:
 
 def _position_numbering(config: Any, path: Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """How to number a graph's ``position_ids``: from ``pad_token_id`` + 1 for a model type in
-    `unpadded.PAD_OFFSET_POSITION_TYPES`, else from 0; a `ModelFolderError` when the config cannot tell."""
+    `unpadded.PAD_OFFSET_POSITION_TYPES`, else from 0; a `ModelFolderError` when the config cannot tell (the
+    pad id of a config.json, ``raw``, only as saved there: transformers' default sets its limit, not this)."""
     model_type = getattr(config, "model_type", "") or ""
     pad = getattr(config, "pad_token_id", None)
+    if isinstance(raw := getattr(config, "raw", None), dict):  # config.json's (`read_model_config`): as saved
+        pad = text_merged(raw).get("pad_token_id")
     if model_type in unpadded.PAD_OFFSET_POSITION_TYPES and is_int(pad):
         return functools.partial(_pad_offset_numbering, pad)  # (module-level functions: a runner pickles)
     if model_type and model_type not in unpadded.PAD_OFFSET_POSITION_TYPES:
