@@ -8,7 +8,6 @@ import os
 import re
 from typing import Any, NoReturn
 
-from ..core.strategies import is_auto, parse_strategies
 from ..errors import OptionError, refuse_empty_model
 from ..model.options import EncoderOptions, spelled_as
 from ..serve.settings import HOST, LOG_LEVEL, LOG_LEVELS, PORT, ServeSettings
@@ -223,8 +222,8 @@ def run_serve(args: argparse.Namespace) -> int:
     specs = _model_specs(args)
     for _, options in specs:
         refuse_empty_model(options.model)
-        if not is_auto(options.pooling):
-            parse_strategies(options.pooling)  # a bad name fails before anything loads
+        with spelled_as(options.spelled):  # a bad pooling, runtime, size...: refused before anything loads
+            EncoderOptions.from_mapping(options).check()
     settings = settings_from(args)
     settings.check_keyed(any(name is not None for name, _ in specs))  # before any model loads
     from ..serve.server import bind, serve_forever
