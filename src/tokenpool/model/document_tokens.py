@@ -4,6 +4,9 @@ words, with the fast tokenizer's character offsets; and the tokens that meet a c
 
 from __future__ import annotations
 
+import bisect
+import functools
+import re
 import unicodedata
 from dataclasses import dataclass, replace
 from typing import Any
@@ -70,7 +73,11 @@ def _cut(text: str, start: int, limit: int) -> int:
             cut = i
         if punctuation == limit and text[i - 1].isalnum() and unicodedata.category(text[i]).startswith("P"):
             punctuation = i
-    return punctuation if cut == limit and not _separates(text[limit]) else cut
+    cut = punctuation if cut == limit and not _separates(text[limit]) else cut
+    at = cut  # not inside a character (CR LF; the hard cut: a letter and its marks, a flag), unless it is the slice
+    while at > start + 1 and _joins(text, at):
+        at -= 1
+    return cut if _joins(text, at) else at
 
 
 def tokenize_document(tokenization: Any, text: str, prompt: str | None = None) -> DocumentTokens:
@@ -218,9 +225,9 @@ def _jamo(char: str) -> str:
 
 
 def _joins(text: str, i: int) -> bool:
-    """Whether ``text[i]`` continues the character before it (no grapheme break between them, Unicode UAX #29,
-    less regional-indicator pairs): a combining mark, a ZWJ and the pictograph after one that follows a
-    pictograph, an emoji skin tone or tag, a Hangul jamo after the jamo or syllable it completes, LF after CR."""
+    """Whether ``text[i]`` continues the character before it (no grapheme break between them, Unicode UAX #29):
+    a combining mark, a ZWJ and the pictograph after one that follows a pictograph, an emoji skin tone or tag, a
+    flag's second regional indicator, a Hangul jamo after the jamo or syllable it completes, LF after CR."""
     if i == 0:
         return False
     char, before = text[i], text[i - 1]
@@ -229,6 +236,8 @@ def _joins(text: str, i: int) -> bool:
         return before == "\r" and char == "\n"
     if _extends(char, category):
         return True
+    if char in _FLAG_LETTERS and before in _FLAG_LETTERS:  # GB12/13: paired from the start of their run
+        return _flag_letters_before(text, i) % 2 == 1
     if before == "\u200d":  # a pictograph (approximated: a symbol, So) after ZWJ after one, marks between
         j = i - 2
         while j > 0 and _extends(text[j], unicodedata.category(text[j])):
@@ -239,9 +248,29 @@ def _joins(text: str, i: int) -> bool:
 
 
 def _extends(char: str, category: str) -> bool:
-    """A combining mark, ZWJ, ZWNJ, emoji skin tone or tag (``category``: its own): it continues any character."""
+    """A combining mark, ZWJ, ZWNJ, emoji skin tone or tag, or one of the letters Unicode makes marks (Thai / Lao
+    SARA AM, halfwidth katakana sound marks) (``category``: its own): it continues any character."""
     code = ord(char)
-    return category[0] == "M" or char in "\u200c\u200d" or 0x1F3FB <= code <= 0x1F3FF or 0xE0020 <= code <= 0xE007F
+    return (category[0] == "M" or char in "\u200c\u200d\u0e33\u0eb3\uff9e\uff9f" or 0x1F3FB <= code <= 0x1F3FF
+            or 0xE0020 <= code <= 0xE007F)
+
+
+# the regional indicators A-Z: two make a flag
+_FLAG_LETTERS = "".join(map(chr, range(0x1F1E6, 0x1F200)))
+_FLAG_RUN = re.compile("[\U0001F1E6-\U0001F1FF]+")
+
+
+@functools.lru_cache(maxsize=4)
+def _flag_runs(text: str) -> list[int]:
+    """Where each run of regional indicators in ``text`` starts, found once per text (a chunk edge in a long run
+    of flags does not read back to its start again)."""
+    return [match.start() for match in _FLAG_RUN.finditer(text)]
+
+
+def _flag_letters_before(text: str, i: int) -> int:
+    """How many regional indicators run up to ``text[i]`` (``text[i - 1]`` is one)."""
+    runs = _flag_runs(text)
+    return i - runs[bisect.bisect_right(runs, i - 1) - 1]
 
 
 def _control(char: str, category: str) -> bool:
