@@ -11,7 +11,7 @@ import numpy as np
 from ..core.chunking import BoundaryChunks, TokenChunks, check_spans, parse_chunks, token_chunks
 from ..core.sparse import keep_largest
 from ..errors import ModelOutputError, OptionError
-from .boundaries import BoundarySplitter
+from .boundaries import splitter_for
 from .document_tokens import (
     DocumentTokens,
     chunk_characters,
@@ -94,7 +94,7 @@ def plan_chunks(
     if names is not None and len(names) != len(items):  # (a short list was an IndexError mid-plan)
         raise OptionError(f"names must name every text: {len(items)} texts, {len(names)} names given")
     engine = engine_for(encoder, request, prompt, truncate=request.chunking == "naive")  # naive: no windows
-    splitter = BoundarySplitter(encoder.tokenization, spec) if isinstance(spec, BoundaryChunks) else None
+    splitter = splitter_for(encoder.tokenization, spec)
     whole = request.empty_documents == "whole"
     plans = []
     for i, text in enumerate(items):
