@@ -14,9 +14,9 @@ from ..errors import ModelOutputError, OptionError
 from .boundaries import splitter_for
 from .document_tokens import (
     DocumentTokens,
+    checked_span_chunks,
     chunk_characters,
     joined_characters,
-    span_chunks,
     tokenize_document,
 )
 from .windows import StopCheck, WindowEngine, engine_for, stopping
@@ -74,7 +74,7 @@ def chunk_plan(
         chars, ranges = splitter.chunks(text, tokens, index)
     else:
         chars = check_spans(spans, len(text), index)  # read once: a document's spans may be an iterator
-        ranges = span_chunks(tokens, chars, len(text), index)
+        ranges = checked_span_chunks(tokens, chars, index)
     return tokens, ranges, chars
 
 

@@ -19,7 +19,7 @@ from .tokenization import prepends_to_every_text, prompt_tokens, silence_length_
 
 __all__ = [
     "SLICE_CHARS", "DocumentTokens", "same_length_lower", "tokenize_document", "truncated_document", "token_range",
-    "span_chunks", "chunk_characters", "joined_characters", "cut_character",
+    "span_chunks", "checked_span_chunks", "chunk_characters", "joined_characters", "cut_character",
 ]
 
 # Characters tokenised per call: a document longer than this is tokenised slice by slice (cut at whitespace).
@@ -176,8 +176,13 @@ def truncated_document(tokenization: Any, text: str, prompt: str | None = None) 
 def span_chunks(tokens: DocumentTokens, spans: Any, text_length: int, doc: Any) -> list[tuple[int, int]]:
     """Body-token ranges of character spans (any order, may overlap; each its own chunk): the tokens that meet
     ``[start, end)``; a bad span or one meeting no token is an `OptionError` naming it (by its index too)."""
+    return checked_span_chunks(tokens, check_spans(spans, text_length, doc), doc)
+
+
+def checked_span_chunks(tokens: DocumentTokens, spans: list[tuple[int, int]], doc: Any) -> list[tuple[int, int]]:
+    """`span_chunks` of spans `check_spans` has returned (not checked again); one meeting no token is an error."""
     out = []
-    for k, (start, end) in enumerate(check_spans(spans, text_length, doc)):
+    for k, (start, end) in enumerate(spans):
         first, last = token_range(tokens, start, end)
         if last <= first:
             raise OptionError(f"document {doc}: span {k} [{start}, {end}] covers no token")
