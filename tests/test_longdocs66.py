@@ -81,3 +81,14 @@ def test_a_slice_edge_with_no_word_boundary_falls_between_grapheme_clusters():
     assert SLICE_CHARS not in _boundaries(text[: SLICE_CHARS + 5])  # the exact cut is inside a cluster
     whole = tokenization.tokenizer(text, add_special_tokens=False)["input_ids"]
     assert tokenize_document(tokenization, text).ids.tolist() == whole
+
+
+@pytest.mark.parametrize("text", ["\u0915\u094d\u0937\u0924\u094d\u0930\u093f\u092f \u0936\u094d\u0930\u0940", "\u0995\u09cd\u09b7 ok"])
+def test_token_chunks_never_cut_an_indic_conjunct_after_its_virama(bpe, text):
+    """A consonant after a virama that follows a consonant ("क्ष", "त्र", "श्री"; Bengali "ক্ষ") continues that
+    character (UAX #29 GB9c, Unicode 15.1): a token chunk ended after the virama, its next one began with the
+    conjunct's second consonant. Reference: ``regex``'s ``\\X``."""
+    got = bpe.encode_chunks([text], chunks="tokens:1")
+    cuts = _boundaries(text)
+    for start, end in zip(got.start.tolist(), got.end.tolist(), strict=True):
+        assert start in cuts and end in cuts, (text, start, end, text[start:end])

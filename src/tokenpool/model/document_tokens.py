@@ -232,7 +232,8 @@ def _jamo(char: str) -> str:
 def _joins(text: str, i: int) -> bool:
     """Whether ``text[i]`` continues the character before it (no grapheme break between them, Unicode UAX #29):
     a combining mark, a ZWJ and the pictograph after one that follows a pictograph, an emoji skin tone or tag, a
-    flag's second regional indicator, a Hangul jamo after the jamo or syllable it completes, LF after CR."""
+    flag's second regional indicator, an Indic conjunct's consonant after its virama, a Hangul jamo after the jamo
+    or syllable it completes, LF after CR."""
     if i == 0:
         return False
     char, before = text[i], text[i - 1]
@@ -248,8 +249,31 @@ def _joins(text: str, i: int) -> bool:
         while j > 0 and _extends(text[j], unicodedata.category(text[j])):
             j -= 1
         return j >= 0 and category == "So" == unicodedata.category(text[j])
+    if _consonant(char, category):
+        return _conjoined(text, i)
     jamo = _jamo(char)
     return bool(jamo) and jamo in _JAMO_AFTER.get(_jamo(before), ())
+
+
+# the viramas that join consonants into one character (Unicode's InCB=Linker: Devanagari, Bengali, Gujarati,
+# Oriya, Telugu, Malayalam), and the 128-character blocks of those scripts
+_LINKERS = "\u094d\u09cd\u0acd\u0b4d\u0c4d\u0d4d"
+_CONJUNCT_BLOCKS = {ord(linker) >> 7 for linker in _LINKERS}
+
+
+def _consonant(char: str, category: str) -> bool:
+    """A letter of a script whose virama joins conjuncts (approximates InCB=Consonant: its vowel letters too)."""
+    return category == "Lo" and ord(char) >> 7 in _CONJUNCT_BLOCKS
+
+
+def _conjoined(text: str, i: int) -> bool:
+    """Whether the consonant ``text[i]`` ends a conjunct (GB9c): after a virama, among non-spacing marks and ZWJ,
+    after a consonant."""
+    j, linked = i - 1, False
+    while j >= 0 and (text[j] == "\u200d" or unicodedata.category(text[j]) in ("Mn", "Me")):
+        linked = linked or text[j] in _LINKERS
+        j -= 1
+    return linked and j >= 0 and _consonant(text[j], unicodedata.category(text[j]))
 
 
 def _extends(char: str, category: str) -> bool:
