@@ -92,3 +92,14 @@ def test_token_chunks_never_cut_an_indic_conjunct_after_its_virama(bpe, text):
     cuts = _boundaries(text)
     for start, end in zip(got.start.tolist(), got.end.tolist(), strict=True):
         assert start in cuts and end in cuts, (text, start, end, text[start:end])
+
+
+@pytest.mark.parametrize("text", ["\u0600\u0661\u0662\u0663 ok", "x \u06dd\u0661\u0662", "\u0d4e\u0d15 ok"])
+def test_token_chunks_never_cut_a_prepended_sign_from_what_follows(bpe, text):
+    """A prepended concatenation mark (the Arabic number sign U+0600 before its digits, the end of ayah U+06DD,
+    Malayalam dot reph U+0D4E) begins the character after it (UAX #29 GB9b); it was read as a control character
+    alone, and a token chunk ended right after it. Reference: ``regex``'s ``\\X``."""
+    got = bpe.encode_chunks([text], chunks="tokens:1")
+    cuts = _boundaries(text)
+    for start, end in zip(got.start.tolist(), got.end.tolist(), strict=True):
+        assert start in cuts and end in cuts, (text, start, end, text[start:end])

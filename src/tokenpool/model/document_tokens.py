@@ -231,16 +231,16 @@ def _jamo(char: str) -> str:
 
 def _joins(text: str, i: int) -> bool:
     """Whether ``text[i]`` continues the character before it (no grapheme break between them, Unicode UAX #29):
-    a combining mark, a ZWJ and the pictograph after one that follows a pictograph, an emoji skin tone or tag, a
-    flag's second regional indicator, an Indic conjunct's consonant after its virama, a Hangul jamo after the jamo
-    or syllable it completes, LF after CR."""
+    a combining mark, what follows a prepended sign, a ZWJ and the pictograph after one that follows a pictograph,
+    an emoji skin tone or tag, a flag's second regional indicator, an Indic conjunct's consonant after its virama,
+    a Hangul jamo after the jamo or syllable it completes, LF after CR."""
     if i == 0:
         return False
     char, before = text[i], text[i - 1]
     category = unicodedata.category(char)  # (before's only when it may be a control: a mark's run is long)
     if _control(char, category) or (not before.isprintable() and _control(before, unicodedata.category(before))):
         return before == "\r" and char == "\n"
-    if _extends(char, category):
+    if _extends(char, category) or before in _PREPENDED:
         return True
     if char in _FLAG_LETTERS and before in _FLAG_LETTERS:  # GB12/13: paired from the start of their run
         return _flag_letters_before(text, i) % 2 == 1
@@ -302,9 +302,18 @@ def _flag_letters_before(text: str, i: int) -> int:
     return i - runs[bisect.bisect_right(runs, i - 1) - 1]
 
 
+# signs that begin the character after them (Unicode's Prepend: an Arabic number sign before its digits, UAX #29 GB9b)
+_PREPENDED = ("\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u0890\u0891\u08e2\u0d4e\U000110bd\U000110cd"
+              "\U000111c2\U000111c3\U0001193f\U00011941\U00011a84\U00011a85\U00011a86\U00011a87\U00011a88\U00011a89"
+              "\U00011d46")
+
+
 def _control(char: str, category: str) -> bool:
-    """A control, line or paragraph separator or format character (not ZWJ / ZWNJ / a tag): characters alone."""
-    return category in ("Cc", "Zl", "Zp") or (category == "Cf" and not _extends(char, category))
+    """A control, line or paragraph separator or format character (not ZWJ / ZWNJ / a tag / a prepended sign):
+    characters alone."""
+    if category != "Cf":
+        return category in ("Cc", "Zl", "Zp")
+    return not _extends(char, category) and char not in _PREPENDED
 
 
 def joined_characters(text: str) -> list[tuple[int, int]]:
