@@ -27,12 +27,10 @@ def _spec(size: int | None, boundaries: bool, capacity: int) -> TokenChunks | Bo
 
 
 def _splitter(encoder: Any, chunk: Any) -> Any:
-    """A `BoundarySplitter` for boundary chunks (built once per mode run), else None."""
-    if not isinstance(chunk, BoundaryChunks):
-        return None
-    from ..model.boundaries import BoundarySplitter
+    """`tokenpool.model.longdocs.splitter_for` the encoder's tokenizer (built once per mode run)."""
+    from ..model.longdocs import splitter_for
 
-    return BoundarySplitter(encoder.tokenization, chunk)
+    return splitter_for(encoder.tokenization, chunk)
 
 
 def _mode(units: Any, size: int | None, boundaries: bool = False) -> Any:

@@ -15,7 +15,7 @@ from .document_tokens import DocumentTokens, cut_character, same_length_lower, t
 from .options import spell
 from .tokenization import silence_length_warning
 
-__all__ = ["BoundarySplitter", "counting_tokenizer"]
+__all__ = ["BoundarySplitter", "counting_tokenizer", "splitter_for"]
 
 
 def counting_tokenizer(tokenizer: Any) -> Any:
@@ -126,3 +126,8 @@ class BoundarySplitter:
                 todo.extend((span, smaller, lap, True) for span in reversed(parts))
                 break
         return chars, ranges
+
+
+def splitter_for(tokenization: Any, spec: Any) -> BoundarySplitter | None:
+    """The `BoundarySplitter` of a chunk spec that splits at text boundaries, else None (token and span chunks)."""
+    return BoundarySplitter(tokenization, spec) if isinstance(spec, BoundaryChunks) else None

@@ -11,12 +11,12 @@ import numpy as np
 from ..core.chunking import BoundaryChunks, TokenChunks, check_spans, parse_chunks, token_chunks
 from ..core.sparse import keep_largest
 from ..errors import ModelOutputError, OptionError
-from .boundaries import BoundarySplitter
+from .boundaries import splitter_for
 from .document_tokens import (
     DocumentTokens,
+    checked_span_chunks,
     chunk_characters,
     joined_characters,
-    span_chunks,
     tokenize_document,
 )
 from .windows import StopCheck, WindowEngine, engine_for, stopping
@@ -74,7 +74,7 @@ def chunk_plan(
         chars, ranges = splitter.chunks(text, tokens, index)
     else:
         chars = check_spans(spans, len(text), index)  # read once: a document's spans may be an iterator
-        ranges = span_chunks(tokens, chars, len(text), index)
+        ranges = checked_span_chunks(tokens, chars, index)
     return tokens, ranges, chars
 
 
@@ -94,7 +94,7 @@ def plan_chunks(
     if names is not None and len(names) != len(items):  # (a short list was an IndexError mid-plan)
         raise OptionError(f"names must name every text: {len(items)} texts, {len(names)} names given")
     engine = engine_for(encoder, request, prompt, truncate=request.chunking == "naive")  # naive: no windows
-    splitter = BoundarySplitter(encoder.tokenization, spec) if isinstance(spec, BoundaryChunks) else None
+    splitter = splitter_for(encoder.tokenization, spec)
     whole = request.empty_documents == "whole"
     plans = []
     for i, text in enumerate(items):

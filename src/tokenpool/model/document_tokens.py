@@ -4,6 +4,9 @@ words, with the fast tokenizer's character offsets; and the tokens that meet a c
 
 from __future__ import annotations
 
+import bisect
+import functools
+import re
 import unicodedata
 from dataclasses import dataclass, replace
 from typing import Any
@@ -16,7 +19,7 @@ from .tokenization import prepends_to_every_text, prompt_tokens, silence_length_
 
 __all__ = [
     "SLICE_CHARS", "DocumentTokens", "same_length_lower", "tokenize_document", "truncated_document", "token_range",
-    "span_chunks", "chunk_characters", "joined_characters", "cut_character",
+    "span_chunks", "checked_span_chunks", "chunk_characters", "joined_characters", "cut_character",
 ]
 
 # Characters tokenised per call: a document longer than this is tokenised slice by slice (cut at whitespace).
@@ -70,7 +73,11 @@ def _cut(text: str, start: int, limit: int) -> int:
             cut = i
         if punctuation == limit and text[i - 1].isalnum() and unicodedata.category(text[i]).startswith("P"):
             punctuation = i
-    return punctuation if cut == limit and not _separates(text[limit]) else cut
+    cut = punctuation if cut == limit and not _separates(text[limit]) else cut
+    at = cut  # not inside a character (CR LF; the hard cut: a letter and its marks, a flag), unless it is the slice
+    while at > start + 1 and _joins(text, at):
+        at -= 1
+    return cut if _joins(text, at) else at
 
 
 def tokenize_document(tokenization: Any, text: str, prompt: str | None = None) -> DocumentTokens:
@@ -169,8 +176,13 @@ def truncated_document(tokenization: Any, text: str, prompt: str | None = None) 
 def span_chunks(tokens: DocumentTokens, spans: Any, text_length: int, doc: Any) -> list[tuple[int, int]]:
     """Body-token ranges of character spans (any order, may overlap; each its own chunk): the tokens that meet
     ``[start, end)``; a bad span or one meeting no token is an `OptionError` naming it (by its index too)."""
+    return checked_span_chunks(tokens, check_spans(spans, text_length, doc), doc)
+
+
+def checked_span_chunks(tokens: DocumentTokens, spans: list[tuple[int, int]], doc: Any) -> list[tuple[int, int]]:
+    """`span_chunks` of spans `check_spans` has returned (not checked again); one meeting no token is an error."""
     out = []
-    for k, (start, end) in enumerate(check_spans(spans, text_length, doc)):
+    for k, (start, end) in enumerate(spans):
         first, last = token_range(tokens, start, end)
         if last <= first:
             raise OptionError(f"document {doc}: span {k} [{start}, {end}] covers no token")
@@ -218,35 +230,90 @@ def _jamo(char: str) -> str:
 
 
 def _joins(text: str, i: int) -> bool:
-    """Whether ``text[i]`` continues the character before it (no grapheme break between them, Unicode UAX #29,
-    less regional-indicator pairs): a combining mark, a ZWJ and the pictograph after one that follows a
-    pictograph, an emoji skin tone or tag, a Hangul jamo after the jamo or syllable it completes, LF after CR."""
+    """Whether ``text[i]`` continues the character before it (no grapheme break between them, Unicode UAX #29):
+    a combining mark, what follows a prepended sign, a ZWJ and the pictograph after one that follows a pictograph,
+    an emoji skin tone or tag, a flag's second regional indicator, an Indic conjunct's consonant after its virama,
+    a Hangul jamo after the jamo or syllable it completes, LF after CR."""
     if i == 0:
         return False
     char, before = text[i], text[i - 1]
     category = unicodedata.category(char)  # (before's only when it may be a control: a mark's run is long)
     if _control(char, category) or (not before.isprintable() and _control(before, unicodedata.category(before))):
         return before == "\r" and char == "\n"
-    if _extends(char, category):
+    if _extends(char, category) or before in _PREPENDED:
         return True
+    if char in _FLAG_LETTERS and before in _FLAG_LETTERS:  # GB12/13: paired from the start of their run
+        return _flag_letters_before(text, i) % 2 == 1
     if before == "\u200d":  # a pictograph (approximated: a symbol, So) after ZWJ after one, marks between
         j = i - 2
         while j > 0 and _extends(text[j], unicodedata.category(text[j])):
             j -= 1
         return j >= 0 and category == "So" == unicodedata.category(text[j])
+    if _consonant(char, category):
+        return _conjoined(text, i)
     jamo = _jamo(char)
     return bool(jamo) and jamo in _JAMO_AFTER.get(_jamo(before), ())
 
 
+# the viramas that join consonants into one character (Unicode's InCB=Linker: Devanagari, Bengali, Gujarati,
+# Oriya, Telugu, Malayalam), and the 128-character blocks of those scripts
+_LINKERS = "\u094d\u09cd\u0acd\u0b4d\u0c4d\u0d4d"
+_CONJUNCT_BLOCKS = {ord(linker) >> 7 for linker in _LINKERS}
+
+
+def _consonant(char: str, category: str) -> bool:
+    """A letter of a script whose virama joins conjuncts (approximates InCB=Consonant: its vowel letters too)."""
+    return category == "Lo" and ord(char) >> 7 in _CONJUNCT_BLOCKS
+
+
+def _conjoined(text: str, i: int) -> bool:
+    """Whether the consonant ``text[i]`` ends a conjunct (GB9c): after a virama, among non-spacing marks and ZWJ,
+    after a consonant."""
+    j, linked = i - 1, False
+    while j >= 0 and (text[j] == "\u200d" or unicodedata.category(text[j]) in ("Mn", "Me")):
+        linked = linked or text[j] in _LINKERS
+        j -= 1
+    return linked and j >= 0 and _consonant(text[j], unicodedata.category(text[j]))
+
+
 def _extends(char: str, category: str) -> bool:
-    """A combining mark, ZWJ, ZWNJ, emoji skin tone or tag (``category``: its own): it continues any character."""
+    """A combining mark, ZWJ, ZWNJ, emoji skin tone or tag, or one of the letters Unicode makes marks (Thai / Lao
+    SARA AM, halfwidth katakana sound marks) (``category``: its own): it continues any character."""
     code = ord(char)
-    return category[0] == "M" or char in "\u200c\u200d" or 0x1F3FB <= code <= 0x1F3FF or 0xE0020 <= code <= 0xE007F
+    return (category[0] == "M" or char in "\u200c\u200d\u0e33\u0eb3\uff9e\uff9f" or 0x1F3FB <= code <= 0x1F3FF
+            or 0xE0020 <= code <= 0xE007F)
+
+
+# the regional indicators A-Z: two make a flag
+_FLAG_LETTERS = "".join(map(chr, range(0x1F1E6, 0x1F200)))
+_FLAG_RUN = re.compile("[\U0001F1E6-\U0001F1FF]+")
+
+
+@functools.lru_cache(maxsize=4)
+def _flag_runs(text: str) -> list[int]:
+    """Where each run of regional indicators in ``text`` starts, found once per text (a chunk edge in a long run
+    of flags does not read back to its start again)."""
+    return [match.start() for match in _FLAG_RUN.finditer(text)]
+
+
+def _flag_letters_before(text: str, i: int) -> int:
+    """How many regional indicators run up to ``text[i]`` (``text[i - 1]`` is one)."""
+    runs = _flag_runs(text)
+    return i - runs[bisect.bisect_right(runs, i - 1) - 1]
+
+
+# signs that begin the character after them (Unicode's Prepend: an Arabic number sign before its digits, UAX #29 GB9b)
+_PREPENDED = ("\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u0890\u0891\u08e2\u0d4e\U000110bd\U000110cd"
+              "\U000111c2\U000111c3\U0001193f\U00011941\U00011a84\U00011a85\U00011a86\U00011a87\U00011a88\U00011a89"
+              "\U00011d46")
 
 
 def _control(char: str, category: str) -> bool:
-    """A control, line or paragraph separator or format character (not ZWJ / ZWNJ / a tag): characters alone."""
-    return category in ("Cc", "Zl", "Zp") or (category == "Cf" and not _extends(char, category))
+    """A control, line or paragraph separator or format character (not ZWJ / ZWNJ / a tag / a prepended sign):
+    characters alone."""
+    if category != "Cf":
+        return category in ("Cc", "Zl", "Zp")
+    return not _extends(char, category) and char not in _PREPENDED
 
 
 def joined_characters(text: str) -> list[tuple[int, int]]:

@@ -5,6 +5,7 @@ character spans), `tokenpool.model.windows` (overlapping windows and pooling as 
 from __future__ import annotations
 
 from ..core.chunking import CHUNKINGS, BoundaryChunks, TokenChunks, parse_chunks, token_chunks
+from .boundaries import splitter_for
 from .chunks import ChunkEmbeddings, ChunkSpans, chunk_plan, chunk_spans, encode_chunks, plan_chunks
 from .document_tokens import SLICE_CHARS, DocumentTokens, span_chunks, token_range, tokenize_document
 from .options import LONG_DOCUMENT_MODES
@@ -14,5 +15,5 @@ __all__ = [
     "LONG_DOCUMENT_MODES", "CHUNKINGS", "SLICE_CHARS", "TokenChunks", "BoundaryChunks", "ChunkSpans",
     "ChunkEmbeddings", "parse_chunks", "Cancelled", "Layout", "WindowEngine", "DocumentTokens",
     "tokenize_document", "window_starts", "owned_ranges", "check_stride", "token_chunks", "token_range",
-    "span_chunks", "token_spans", "plan_chunks", "chunk_plan", "chunk_spans", "encode_chunks",
+    "span_chunks", "token_spans", "plan_chunks", "chunk_plan", "chunk_spans", "encode_chunks", "splitter_for",
 ]  # fmt: skip
