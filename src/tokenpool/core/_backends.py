@@ -69,6 +69,14 @@ def has_abstract_values(x: Any) -> bool:
     return False
 
 
+def readable_now(x: Any) -> bool:
+    """Whether a host check may read ``x``'s values now: not inside jax.jit, torch.compile, torch.func or
+    torch.jit.trace (abstract values, or a graph break), and not a lazy Dask array (it would compute its graph)."""
+    if is_torch_tensor(x):
+        return not (in_torch_transform() or sys.modules["torch"].compiler.is_compiling())
+    return not (is_jax_tracer(x) or array_api_compat.is_dask_array(x))
+
+
 def namespace(x: Any) -> Any:
     """The Array API namespace of ``x`` (array-api-compat's wrapper for numpy/torch/CuPy/Dask); remembered per
     type for plain numpy arrays and torch tensors, which every pooling call asks about (~5 µs a time)."""
