@@ -64,7 +64,7 @@ def pool(
     masks: tuple[Any, Any] | None = None  # (real, keep), once made
     if plan is None:
         masks = _masks(xp, hidden, attention_mask, prompt_length)
-        plan = fast.make_plan(xp, hidden, masks[1], work_dtype, real=masks[0])
+        plan = fast.make_plan(hidden, masks[1], work_dtype, real=masks[0])
     work = None
     parts = []
     for member in strategies:
