@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import tokenpool
 from tokenpool.core import fast
+from tokenpool.core.pooling import finish_vectors
 
 torch = pytest.importorskip("torch")
 
@@ -125,3 +126,34 @@ def test_float32_overflow_gradient_is_finite():
     x = torch.full((1, 4, 2), 3.0e38, requires_grad=True)
     tokenpool.pool(x, torch.ones(1, 4), "mean").sum().backward()
     torch.testing.assert_close(x.grad, torch.full((1, 4, 2), 0.25))
+
+
+def _e8m0_inputs():
+    """float8_e8m0fnu hidden states (torch's, and ml_dtypes' as numpy and JAX hold them): powers of two only."""
+    values = np.array([[[2.0, 4.0], [8.0, 16.0]], [[1.0, 1.0], [1.0, 1.0]]], np.float32)
+    yield torch.from_numpy(values).to(torch.float8_e8m0fnu)
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    yield values.astype(ml_dtypes.float8_e8m0fnu)
+
+
+@pytest.mark.parametrize("strategy", ["mean", "max", "cls", "lasttoken", "weightedmean", "mean_sqrt_len_tokens"])
+def test_float8_e8m0fnu_is_refused_where_a_zero_row_cannot_be_returned(strategy):
+    """float8_e8m0fnu (an MX scale format) holds no zero and no sign: the zero vector of a row without tokens
+    came back as 5.9e-39 (torch) or NaN (ml_dtypes), and the rows' signs and normalised values were lost. It is
+    refused with a message that says why and what to do (as complex input is: TypeError)."""
+    mask = np.array([[1, 1], [0, 0]])
+    for hidden in _e8m0_inputs():
+        m = torch.from_numpy(mask) if isinstance(hidden, torch.Tensor) else mask
+        with pytest.raises(TypeError, match="float8_e8m0fnu.*no zero"):
+            tokenpool.pool(hidden, m, strategy)
+        with pytest.raises(TypeError, match="float8_e8m0fnu"):
+            tokenpool.pool_packed(hidden[0], [0, 2, 2], strategy)
+        with pytest.raises(TypeError, match="float8_e8m0fnu"):
+            finish_vectors(hidden[:, 0], normalize=True)
+
+
+def test_float8_formats_with_a_zero_still_pool():
+    """The float8 formats that hold zero are pooled as before: an empty row is a zero vector."""
+    for dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+        got = tokenpool.pool(torch.ones(2, 2, 3).to(dtype), torch.tensor([[1, 1], [0, 0]]), "mean")
+        assert got.dtype == dtype and got.float().tolist() == [[1.0] * 3, [0.0] * 3]

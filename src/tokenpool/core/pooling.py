@@ -260,12 +260,17 @@ def as_batch(xp: Any, hidden: Any, attention_mask: Any) -> tuple[Any, Any]:
 
 
 def work_dtypes(xp: Any, hidden: Any) -> tuple[Any, Any]:
-    """(output dtype, accumulation dtype): half precision accumulates in float32, integers promote."""
+    """(output dtype, accumulation dtype): half precision accumulates in float32, integers promote; TypeError for
+    float8_e8m0fnu, which has no zero to return."""
     dtype = hidden.dtype
     if isinstance(dtype, np.dtype) and not dtype.isnative:  # '>f8' != float64: it would accumulate in float32
         dtype = dtype.newbyteorder("=")
     if dtype == xp.float32 or dtype == xp.float64:  # the common case first: no isdtype calls (~3 µs)
         return dtype, dtype
+    if "e8m0" in str(dtype):  # (torch's and ml_dtypes' float8_e8m0fnu)
+        raise TypeError(f"dtype {str(dtype).removeprefix('torch.')} (an MX scale format: unsigned powers of two, no "
+                        "zero) cannot hold a pooled vector (a row without tokens is zeros; means and unit vectors are "
+                        "no powers of two): cast the values to float32 or bfloat16 first")
     if numpy_undefined(dtype):
         # a dtype numpy does not define itself (ml_dtypes' bfloat16 and float8 types: what JAX's bfloat16
         # arrays become in numpy), which numpy's isdtype refuses: floats accumulate in float32, others promote
