@@ -157,3 +157,41 @@ def test_float8_formats_with_a_zero_still_pool():
     for dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
         got = tokenpool.pool(torch.ones(2, 2, 3).to(dtype), torch.tensor([[1, 1], [0, 0]]), "mean")
         assert got.dtype == dtype and got.float().tolist() == [[1.0] * 3, [0.0] * 3]
+
+
+_COMPILE_POOL = """
+import warnings, torch
+from tokenpool.torch import Pool
+module = torch.compile(Pool(["mean", "max"], normalize=True), backend="eager")
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    out = module(torch.randn(2, 5, 4), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]))
+assert out.shape == (2, 8)
+print("WARNINGS", [str(w.message)[:120] for w in caught])
+"""
+
+
+def test_compiling_pool_gives_no_warning():
+    """``torch.compile(Pool(...))`` printed 18 Dynamo warnings about lru_cache'd functions: array-api-compat's
+    type checks, reached from `is_array`, `device`, `without_empty_chunks` and the first `namespace` of a
+    tensor inside the traced forward. Run in a fresh process (nothing remembered yet), with Dynamo's "eager"
+    backend: the warnings come from tracing, and no C++ compiler is needed."""
+    import os
+    import subprocess
+    import sys
+
+    from tokenpool.torch import Pool
+
+    try:
+        done = subprocess.run([sys.executable, "-c", _COMPILE_POOL], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONWARNINGS": "default"})  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.skip("torch.compile took over 300 s on this machine")
+    if done.returncode != 0 and "torch._dynamo" in done.stderr and "Unsupported" in done.stderr:
+        pytest.skip(f"torch.compile does not run here: {done.stderr[-300:]}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "WARNINGS []" in done.stdout, done.stdout
+    with warnings.catch_warnings():  # (and the eager module still pools as `pool` does)
+        warnings.simplefilter("error")
+        x = torch.randn(2, 3, 4)
+        torch.testing.assert_close(Pool("mean")(x), tokenpool.pool(x, None, "mean"))
