@@ -69,7 +69,7 @@ def plan_and_inputs(backend, dtype, hidden, mask, prompts, poison):
     real = prepare_mask(xp, x, to_backend(mask, backend))
     keep = exclude_prompt(xp, real, prompts)
     work_dtype = xp.float64 if dtype == "float64" else xp.float32
-    plan = fast.make_plan(xp, x, keep, work_dtype, real=real)
+    plan = fast.make_plan(x, keep, work_dtype, real=real)
     return plan, xp, xp.astype(x, work_dtype), keep, real
 
 
@@ -162,7 +162,7 @@ def test_gradcheck_through_torch_fast_paths(layout, strategy):
     base[mask == 0] = float("nan")
     hidden = base.requires_grad_(True)
     keep = exclude_prompt(namespace(hidden), mask == 1, [1, 0, 0])
-    plan = fast.make_plan(namespace(hidden), hidden, keep, torch.float64)
+    plan = fast.make_plan(hidden, keep, torch.float64)
     assert (
         plan is not None and plan.pool(Pooling(strategy), "sum") is not None
     )  # the fast path is the one tested
@@ -181,9 +181,9 @@ def test_generic_backends_and_integer_input_get_no_plan():
 
     x = strict.asarray(np.ones((2, 3, 4)))
     keep = strict.ones((2, 3), dtype=strict.bool)
-    assert fast.make_plan(strict, x, keep, strict.float64) is None
+    assert fast.make_plan(x, keep, strict.float64) is None
     ints = np.ones((2, 3, 4), dtype=np.int64)
-    assert fast.make_plan(namespace(ints), ints, np.ones((2, 3), bool), np.float64) is None
+    assert fast.make_plan(ints, np.ones((2, 3), bool), np.float64) is None
 
 
 def test_remembered_namespaces_match_array_api_compat_and_subclasses_are_asked_anew():

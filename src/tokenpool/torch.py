@@ -8,11 +8,16 @@ from typing import Any
 
 import torch
 
+from .core._backends import namespace
 from .core.pooling import check_options, check_truncate_dim, pool
 from .core.strategies import Pooling, parse_combination
 from .errors import check_int, is_int
 
 __all__ = ["Pool"]
+
+# torch's namespace found once here, not first inside a compiled forward, where array-api-compat's lru_cache'd
+# type checks made Dynamo warn (13 times)
+namespace(torch.empty(0))
 
 
 def _check_count(name: str, value: Any) -> int | None:

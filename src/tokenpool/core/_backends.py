@@ -16,8 +16,9 @@ _NAMESPACES: dict[type, Any] = {}  # exact numpy / torch array types → their n
 
 
 def is_array(x: Any) -> bool:
-    """True for any array array-api-compat recognises (numpy, torch, JAX, CuPy, Dask, array-api-strict, …)."""
-    return type(x) in _NAMESPACES or array_api_compat.is_array_api_obj(x)
+    """True for any array array-api-compat recognises (numpy, torch, JAX, CuPy, Dask, array-api-strict, …); a
+    torch tensor by `is_torch_tensor` (array-api-compat's lru_cache'd checks warn under torch.compile)."""
+    return type(x) in _NAMESPACES or is_torch_tensor(x) or array_api_compat.is_array_api_obj(x)
 
 
 def is_torch_tensor(x: Any) -> bool:
@@ -69,6 +70,15 @@ def has_abstract_values(x: Any) -> bool:
     return False
 
 
+def readable_now(x: Any) -> bool:
+    """Whether a host check may read ``x``'s values now: not inside jax.jit, torch.compile, torch.func or
+    torch.jit.trace (abstract values, or a graph break), and not a lazy Dask array (it would compute its graph)."""
+    if is_torch_tensor(x):
+        # (is_compiling first: Dynamo cannot trace `in_torch_transform`'s C checks, and fullgraph fails on them)
+        return not (sys.modules["torch"].compiler.is_compiling() or in_torch_transform())
+    return not (is_jax_tracer(x) or array_api_compat.is_dask_array(x))
+
+
 def namespace(x: Any) -> Any:
     """The Array API namespace of ``x`` (array-api-compat's wrapper for numpy/torch/CuPy/Dask); remembered per
     type for plain numpy arrays and torch tensors, which every pooling call asks about (~5 µs a time)."""
@@ -81,7 +91,12 @@ def namespace(x: Any) -> Any:
     return xp
 
 
-device = array_api_compat.device  # the device of an array of any library
+def device(x: Any) -> Any:
+    """The device of an array of any library (a torch tensor's own: array-api-compat's asks lru_cache'd checks,
+    which torch.compile warns about)."""
+    return x.device if is_torch_tensor(x) else array_api_compat.device(x)
+
+
 to_device = array_api_compat.to_device  # an array moved to another device of its own library
 
 
@@ -90,7 +105,7 @@ def without_empty_chunks(x: Any, what: str = "array") -> Any:
     min and cumulative sums over an axis fail to compute, or compute wrong shapes, where a block is empty
     (dask/dask#10327). Dropping them changes no value. A Dask array of unknown (nan) chunk sizes, as boolean
     indexing leaves it, is refused: its shape cannot be checked against the other inputs'."""
-    if not array_api_compat.is_dask_array(x):
+    if is_torch_tensor(x) or not array_api_compat.is_dask_array(x):  # (torch first: as `device`)
         return x
     if any(size != size for axis in x.chunks for size in axis):  # (nan: the only size unequal to itself)
         raise ValueError(f"{what} is a Dask array of unknown (nan) chunk sizes, shape {tuple(x.shape)}; call its "

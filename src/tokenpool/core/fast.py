@@ -87,7 +87,7 @@ def _token_bounds(sizes: np.ndarray, parts: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
-def make_plan(xp: Any, hidden: Any, keep: Any, work_dtype: Any, real: Any = None) -> RowPlan | None:
+def make_plan(hidden: Any, keep: Any, work_dtype: Any, real: Any = None) -> RowPlan | None:
     """A fast plan for B×L×D ``hidden`` (numpy or torch, floating point), or None for the generic path;
     ``real``: the mask before prompt exclusion (default ``keep``), which weightedmean ranks count from."""
     backend = _backend(hidden)

@@ -24,7 +24,7 @@ from ._backends import (
     to_numpy,
 )
 from .masks import prepare_mask, prompt_lengths
-from .pooling import as_batch, check_data, check_options, finish, pool, work_dtypes
+from .pooling import as_batch, check_data, check_options, finish, overflowed_rows, pool, work_dtypes
 from .strategies import parse_combination
 
 
@@ -49,7 +49,9 @@ def pool_packed(
     # returns None when it cannot; any None pads the rows and takes `pool` (which may use its own fast path).
     plan = None if traced else fast.packed_plan(tokens, offsets, skip, work_dtype, lengths)
     parts = [plan.pool(member, reduction) if plan is not None else None for member in strategies]
-    if any(part is None for part in parts):  # no fast path: pad, then take the generic route
+    # no fast path, or a float32 sum past its range (`overflowed_rows`, which `pool` redoes): pad, then `pool`
+    if any(part is None or overflowed_rows(xp, member, part, reduction) is not None
+           for member, part in zip(strategies, parts, strict=True)):  # fmt: skip
         hidden, mask = _pad(tokens, offsets, "right", 0.0, min_length=1)  # L ≥ 1 even if every row is empty
         return pool(hidden, mask, strategies, prompt_length=prompt_length, normalize=normalize,
                     truncate_dim=truncate_dim, reduction=reduction)  # fmt: skip

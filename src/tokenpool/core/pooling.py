@@ -13,11 +13,14 @@ from ._backends import (
     check_has_values,
     copy_of,
     default_float,
+    device,
     host_values,
     is_array,
     is_jax_tracer,
+    is_torch_tensor,
     namespace,
     numpy_undefined,
+    readable_now,
     sum_over_none,
     to_numpy,
     without_empty_chunks,
@@ -61,7 +64,7 @@ def pool(
     masks: tuple[Any, Any] | None = None  # (real, keep), once made
     if plan is None:
         masks = _masks(xp, hidden, attention_mask, prompt_length)
-        plan = fast.make_plan(xp, hidden, masks[1], work_dtype, real=masks[0])
+        plan = fast.make_plan(hidden, masks[1], work_dtype, real=masks[0])
     work = None
     parts = []
     for member in strategies:
@@ -71,6 +74,10 @@ def pool(
                 work = hidden if hidden.dtype == work_dtype else xp.astype(hidden, work_dtype)
             real, keep = masks = masks or _masks(xp, hidden, attention_mask, prompt_length)
             result = reduce_rows(xp, member, work, keep, reduction, real=real)
+        overflowed = overflowed_rows(xp, member, result, reduction)
+        if overflowed is not None:
+            real, keep = masks = masks or _masks(xp, hidden, attention_mask, prompt_length)
+            result = _refit_rows(xp, member, result, overflowed, (hidden, keep, real), reduction)
         parts.append(result)
     pooled = finish(xp, parts, truncate_dim=truncate_dim, normalize=normalize, dtypes=(out_dtype, work_dtype))
     return pooled[0, ...] if single else pooled
@@ -95,6 +102,38 @@ def first_tokens(hidden: Any) -> Any:
     if hidden.shape[-2] == 0:  # a sum over no token: zeros that autograd keeps in its graph, as `pool`'s
         return sum_over_none(xp, hidden, -2)
     return copy_of(xp, hidden[..., 0, :])
+
+
+def overflowed_rows(xp: Any, member: Pooling, result: Any, reduction: str) -> np.ndarray | None:
+    """The rows of a float32 sum-based B×D ``result`` that hold NaN or inf, or None when there are none (or
+    its values cannot be read now: `readable_now`). A float32 sum of values near 3.4e38 overflows where their
+    mean does not; one finite check, on the result only, so the fast paths keep their speed."""
+    if result.dtype != xp.float32 or SPECS[member].running.under(reduction).statistic not in _SUMS:
+        return None
+    if not readable_now(result):
+        return None
+    if isinstance(result, np.ndarray) or (is_torch_tensor(result) and result.is_cpu):
+        finite = np.isfinite(to_numpy(result))  # (a view: torch's own two calls cost ~3x more)
+        return None if finite.all() else np.flatnonzero(~finite.all(axis=-1))
+    finite = to_numpy(xp.all(xp.isfinite(result), axis=-1))  # (one device→host copy of B flags)
+    return None if finite.all() else np.flatnonzero(~finite)
+
+
+_SUMS = ("sum", "ranked_sum")
+
+
+def _refit_rows(xp: Any, member: Pooling, result: Any, rows: np.ndarray, inputs: tuple, reduction: str) -> Any:
+    """``result`` with its non-finite values in ``rows`` recomputed in float64 by `reduce_rows` (from the B×L×D
+    hidden states and the B×L ``keep`` and ``real`` masks of ``inputs``), then cast back: finite wherever the
+    true value is (NaN or inf among the pooled tokens stays). Functional, so autograd follows it."""
+    at = xp.asarray(rows, device=device(result))
+    hidden, keep, real = (xp.take(array, at, axis=0) for array in inputs)
+    redone = reduce_rows(xp, member, xp.astype(hidden, xp.float64), keep, reduction, real=real)
+    where = np.arange(result.shape[0])
+    where[rows] = result.shape[0] + np.arange(len(rows))  # row i of the merged rows: result's, or redone's
+    merged = xp.take(xp.concat([result, xp.astype(redone, result.dtype)]), xp.asarray(where, device=device(result)),
+                     axis=0)  # fmt: skip
+    return xp.where(xp.isfinite(result), result, merged)
 
 
 def _masks(xp: Any, hidden: Any, attention_mask: Any, prompt_length: Any) -> tuple[Any, Any]:
@@ -221,12 +260,17 @@ def as_batch(xp: Any, hidden: Any, attention_mask: Any) -> tuple[Any, Any]:
 
 
 def work_dtypes(xp: Any, hidden: Any) -> tuple[Any, Any]:
-    """(output dtype, accumulation dtype): half precision accumulates in float32, integers promote."""
+    """(output dtype, accumulation dtype): half precision accumulates in float32, integers promote; TypeError for
+    float8_e8m0fnu, which has no zero to return."""
     dtype = hidden.dtype
     if isinstance(dtype, np.dtype) and not dtype.isnative:  # '>f8' != float64: it would accumulate in float32
         dtype = dtype.newbyteorder("=")
     if dtype == xp.float32 or dtype == xp.float64:  # the common case first: no isdtype calls (~3 µs)
         return dtype, dtype
+    if "e8m0" in str(dtype):  # (torch's and ml_dtypes' float8_e8m0fnu)
+        raise TypeError(f"dtype {str(dtype).removeprefix('torch.')} (an MX scale format: unsigned powers of two, no "
+                        "zero) cannot hold a pooled vector (a row without tokens is zeros; means and unit vectors are "
+                        "no powers of two): cast the values to float32 or bfloat16 first")
     if numpy_undefined(dtype):
         # a dtype numpy does not define itself (ml_dtypes' bfloat16 and float8 types: what JAX's bfloat16
         # arrays become in numpy), which numpy's isdtype refuses: floats accumulate in float32, others promote
