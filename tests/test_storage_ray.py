@@ -42,6 +42,12 @@ def dense_folder(tmp_path_factory):
     return bert_folder(tmp_path_factory.mktemp("ray-dense"))
 
 
+@pytest.fixture(scope="module")
+def encoder(dense_folder) -> Encoder:
+    """`dense_folder`'s Encoder, loaded once for the module's local references."""
+    return Encoder(dense_folder)
+
+
 def _assert_codes_match(codes, floats, calibration):
     """Identical codes except where a float sits within float noise (1e-6 of a step) of a rounding boundary."""
     expected = quantize(floats, "int8", calibration)
@@ -53,9 +59,8 @@ def _assert_codes_match(codes, floats, calibration):
 
 
 @pytest.mark.usefixtures("local_ray")
-def test_int8_shards_on_two_actors_share_one_calibration(dense_folder):
+def test_int8_shards_on_two_actors_share_one_calibration(dense_folder, encoder):
     texts = make_texts(90)
-    encoder = Encoder(dense_folder)
     calibration = encoder.calibrate(texts[:40])
     ds = ray.data.from_items([{"doc": i, "text": t} for i, t in enumerate(texts)], override_num_blocks=4)
     out = embed_dataset(ds, model=str(dense_folder), precision="int8", calibration=calibration, batch_size=8,
@@ -68,7 +73,7 @@ def test_int8_shards_on_two_actors_share_one_calibration(dense_folder):
 
 
 @pytest.mark.usefixtures("local_ray")
-def test_embed_parquet_calibrates_on_the_first_rows_and_writes_the_sidecar(tmp_path, dense_folder):
+def test_embed_parquet_calibrates_on_the_first_rows_and_writes_the_sidecar(tmp_path, dense_folder, encoder):
     texts = make_texts(60)
     source = tmp_path / "corpus.parquet"
     pq.write_table(pa.table({"doc": list(range(60)), "text": texts}), source)
@@ -77,7 +82,6 @@ def test_embed_parquet_calibrates_on_the_first_rows_and_writes_the_sidecar(tmp_p
         batch_size=8, concurrency=1,
     )  # fmt: skip
     assert Calibration.load(f"{tmp_path / 'out'}.calibration.json") == calibration
-    encoder = Encoder(dense_folder)
     local = encoder.calibrate(texts[:40])  # preserve_order: the first rows are the file's first rows
     assert calibration.texts == 40 and calibration.model_id == local.model_id
     np.testing.assert_allclose(calibration.minimum, local.minimum, atol=1e-6)
@@ -89,10 +93,9 @@ def test_embed_parquet_calibrates_on_the_first_rows_and_writes_the_sidecar(tmp_p
     _assert_codes_match(codes, encoder.encode(texts), calibration)
 
 
-def test_embed_batch_codes_with_a_given_calibration(tmp_path, dense_folder):
+def test_embed_batch_codes_with_a_given_calibration(tmp_path, dense_folder, encoder):
     """The per-actor class in-process: a calibration dict or file gives the local codes; ubinary = packbits."""
     texts = make_texts(20)
-    encoder = Encoder(dense_folder)
     calibration = encoder.calibrate(texts[:10])
     floats = encoder.encode(texts, batch_size=4)
     for precision in ("int8", "ubinary"):
