@@ -177,7 +177,7 @@ def test_batch_callable_checks_each_batch(encoder: Encoder):
 
 
 @pytest.mark.usefixtures("local_ray")
-def test_text_input_keeps_blank_lines_and_line_order(tmp_path):
+def test_text_input_keeps_blank_lines_and_line_order(tmp_path, encoder: Encoder):
     """A .txt input has no id column: its rows (blank lines included) must come out aligned with its lines."""
     lines = ["alpha", "", "beta", "", "gamma", *make_texts(20)]
     source = tmp_path / "lines.txt"
@@ -186,4 +186,4 @@ def test_text_input_keeps_blank_lines_and_line_order(tmp_path):
     table = pq.read_table(tmp_path / "out")
     assert table.column("text").to_pylist() == lines
     vectors = np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
-    np.testing.assert_allclose(vectors, Encoder().encode(lines), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(vectors, encoder.encode(lines), rtol=0, atol=1e-5)

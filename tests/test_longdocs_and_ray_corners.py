@@ -111,16 +111,10 @@ def test_cli_ray_refuses_id_field_by_the_jobs_own_default(run, monkeypatch):
     assert len(calls) == 1
 
 
-def _ray_model(tmp_path_factory):
-    from tinymodels import bert_folder
-
-    return str(bert_folder(tmp_path_factory.mktemp("ray-corners")))
-
-
 RAY_OPTIONS = {"pooling": "mean", "max_length": 16, "device": "cpu"}
 
 
-def test_ray_refuses_a_column_named_like_its_row_numbers(ray_session, tmp_path_factory, tmp_path):
+def test_ray_refuses_a_column_named_like_its_row_numbers(ray_session, tiny, tmp_path):
     """tokenpool numbers the rows in a column of its own (`DOC_SOURCE`); a caller's column of that name was
     overwritten and dropped (token rows) or read as the row numbers (a string column: a traceback). Refused with
     one line naming it: on the driver when the schema is known, in the first batch when it is not."""
@@ -130,7 +124,7 @@ def test_ray_refuses_a_column_named_like_its_row_numbers(ray_session, tmp_path_f
 
     from tokenpool.integrations.ray import DOC_SOURCE, embed_dataset
 
-    model = _ray_model(tmp_path_factory)
+    model = str(tiny)
     rows = [{"text": f"doc {i} words", DOC_SOURCE: f"mine-{i}"} for i in range(3)]
     for output in ("tokens", "vectors"):
         with pytest.raises(ValueError, match=f"column '{DOC_SOURCE}', a name tokenpool uses"):
@@ -143,7 +137,7 @@ def test_ray_refuses_a_column_named_like_its_row_numbers(ray_session, tmp_path_f
         embed_dataset(ds, model=model, output="tokens", **RAY_OPTIONS).take_all()
 
 
-def test_ray_refuses_options_it_would_ignore(ray_session, tmp_path_factory, tmp_path):
+def test_ray_refuses_options_it_would_ignore(ray_session, tiny, tmp_path):
     """Python callers of the Ray API could pass chunking, spans_column or calibration_size where nothing reads
     them (the command line refuses those flags): now an OptionError naming the option, before any actor starts
     (embed_parquet: before Ray or the calibration runs); the same options where they apply still pass."""
@@ -152,7 +146,7 @@ def test_ray_refuses_options_it_would_ignore(ray_session, tmp_path_factory, tmp_
     from tokenpool.errors import OptionError
     from tokenpool.integrations.ray import embed_dataset, embed_parquet
 
-    model = _ray_model(tmp_path_factory)
+    model = str(tiny)
     ds = ray.data.from_items([{"text": "a few words", "marks": [[0, 1]]}])
     refused = [
         ({"chunking": "naive"}, "chunking='naive' would be ignored without chunks"),

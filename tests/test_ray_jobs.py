@@ -73,47 +73,62 @@ def test_ray_reads_jsonl_rows_as_the_command_line_does(ray_data, tmp_path):
     assert rows[1]["extra"] == [1, 2] and rows[0]["meta"] == {"n": 1}
 
 
+def _ray_job(tiny_bert_folder, folder: Path, precision: str) -> tuple[Path, object]:
+    """A Ray job (``precision``; int8 calibrated on the first 4 texts) over six lines of ``folder/in.txt``, written
+    to ``folder/ray``: (the input, the calibration `embed_parquet` returned)."""
+    from tokenpool.integrations.ray import embed_parquet
+
+    source = folder / "in.txt"
+    source.write_text("".join(f"text number {i} of the corpus\n" for i in range(6)), encoding="utf-8")
+    calibration = embed_parquet(str(source), str(folder / "ray"), model=str(tiny_bert_folder), precision=precision,
+                                calibration_size=4 if precision == "int8" else 1000, concurrency=1)  # fmt: skip
+    return source, calibration
+
+
+@pytest.fixture(scope="module")
+def int8_ray_job(ray_data, tiny_bert_folder, tmp_path_factory) -> tuple[Path, object]:
+    """One int8 `_ray_job` for the metadata and the calibration tests, which only read it (each Ray job starts an
+    actor that loads the model)."""
+    return _ray_job(tiny_bert_folder, tmp_path_factory.mktemp("int8-ray-job"), "int8")
+
+
 @pytest.mark.parametrize("precision", ["int8", "ubinary"])
-def test_ray_parquet_carries_the_metadata_the_command_line_writes(ray_data, tiny_bert_folder, tmp_path, precision):
+def test_ray_parquet_carries_the_metadata_the_command_line_writes(
+    ray_data, tiny_bert_folder, tmp_path, precision, int8_ray_job
+):
     """Codes name their precision, dimension and (int8) calibration in the parquet schema metadata, from Ray as
     from `tokenpool embed` (Ray's files had none: a reader could not tell ubinary bytes from uint8 codes)."""
     import pyarrow.parquet as pq
 
     from tokenpool import Encoder
-    from tokenpool.integrations.ray import embed_parquet
     from tokenpool.jobs import EmbedJob, EncodeRequest, check_job, embed_corpus
 
-    source = tmp_path / "in.txt"
-    source.write_text("".join(f"text number {i} of the corpus\n" for i in range(6)), encoding="utf-8")
-    folder = str(tiny_bert_folder)
-    calibration = embed_parquet(str(source), str(tmp_path / "ray"), model=folder, precision=precision,
-                                calibration_size=4 if precision == "int8" else 1000, concurrency=1)  # fmt: skip
+    if precision == "int8":
+        source, calibration = int8_ray_job
+    else:
+        source, calibration = _ray_job(tiny_bert_folder, tmp_path, precision)
     request = EncodeRequest(precision=precision, calibration=calibration)
     job = EmbedJob(str(source), str(tmp_path / "cli.parquet"), request)
-    embed_corpus(Encoder(folder), job, formats=check_job(job))
+    embed_corpus(Encoder(str(tiny_bert_folder)), job, formats=check_job(job))
     expected = pq.read_schema(tmp_path / "cli.parquet").metadata
     assert b"tokenpool.precision" in expected
-    ray_files = sorted((tmp_path / "ray").glob("*.parquet"))
+    ray_files = sorted((source.parent / "ray").glob("*.parquet"))
     assert ray_files
     for path in ray_files:
         found = pq.read_schema(path).metadata or {}
         assert {k: v for k, v in found.items() if k.startswith(b"tokenpool.")} == expected
-    ray_rows = pq.read_table(tmp_path / "ray").column("embedding").to_pylist()
+    ray_rows = pq.read_table(source.parent / "ray").column("embedding").to_pylist()
     assert ray_rows == pq.read_table(tmp_path / "cli.parquet").column("embedding").to_pylist()
 
 
-def test_ray_calibration_is_the_command_lines(ray_data, tiny_bert_folder, tmp_path):
+def test_ray_calibration_is_the_command_lines(int8_ray_job, tiny_bert_folder, tmp_path):
     """An int8 calibration computed by `embed_parquet` equals `tokenpool embed`'s on the same first records, its
     recorded source too ("first 4 texts of in.txt"; Ray's had none, so the parquet metadata differed)."""
     from tokenpool import Encoder
-    from tokenpool.integrations.ray import embed_parquet
     from tokenpool.io.storage import read_calibration
     from tokenpool.jobs import EmbedJob, EncodeRequest, check_job, embed_corpus
 
-    source = tmp_path / "in.txt"
-    source.write_text("".join(f"text number {i} of the corpus\n" for i in range(6)), encoding="utf-8")
-    ray_calibration = embed_parquet(str(source), str(tmp_path / "ray"), model=str(tiny_bert_folder),
-                                    precision="int8", calibration_size=4, concurrency=1)  # fmt: skip
+    source, ray_calibration = int8_ray_job
     job = EmbedJob(str(source), str(tmp_path / "cli.npy"), EncodeRequest(precision="int8", calibration_size=4))
     embed_corpus(Encoder(str(tiny_bert_folder)), job, formats=check_job(job))
     cli_calibration = read_calibration(tmp_path / "cli.npy")

@@ -13,7 +13,6 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 pytest.importorskip("transformers")
 
-from tinymodels import bert_folder  # noqa: E402
 
 from tokenpool import Encoder  # noqa: E402
 from tokenpool.errors import OptionError  # noqa: E402
@@ -40,13 +39,8 @@ TEXTS = make_texts(13)
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return bert_folder(tmp_path_factory.mktemp("ray-longdocs"))
-
-
-@pytest.fixture(scope="module")
-def windows(folder) -> Encoder:
-    return Encoder(folder, long_documents="windows", **OPTIONS)
+def windows(tiny) -> Encoder:
+    return Encoder(tiny, long_documents="windows", **OPTIONS)
 
 
 def _dataset(texts, **columns):
@@ -63,24 +57,24 @@ def _vectors(table: pa.Table, column: str = "embedding") -> np.ndarray:
 
 
 @pytest.mark.usefixtures("ray_session")
-def test_windows_mean_vectors_equal_the_encoders(folder, windows):
+def test_windows_mean_vectors_equal_the_encoders(tiny, windows):
     out = embed_dataset(
-        _dataset(TEXTS), model=str(folder), long_documents="windows", batch_size=4, max_batch_tokens=40, **OPTIONS
+        _dataset(TEXTS), model=str(tiny), long_documents="windows", batch_size=4, max_batch_tokens=40, **OPTIONS
     )
     table = _table(out).sort_by("id")
     assert table.column("id").to_pylist() == list(range(len(TEXTS)))
     assert table.column("text").to_pylist() == TEXTS
     want = windows.encode(TEXTS)
     np.testing.assert_allclose(_vectors(table), want, rtol=0, atol=1e-6)
-    truncated = Encoder(folder, **OPTIONS).encode(TEXTS)
+    truncated = Encoder(tiny, **OPTIONS).encode(TEXTS)
     assert not np.allclose(truncated[-1], want[-1], atol=1e-4)  # the option reached the actors
 
 
 @pytest.mark.usefixtures("ray_session")
-def test_chunk_rows_equal_encode_chunks(folder, windows):
+def test_chunk_rows_equal_encode_chunks(tiny, windows):
     out = embed_dataset(
         _dataset(TEXTS, lang=["en"] * len(TEXTS)),
-        model=str(folder),
+        model=str(tiny),
         chunks="tokens:6:2",
         batch_size=4,
         max_batch_tokens=48,
@@ -101,13 +95,13 @@ def test_chunk_rows_equal_encode_chunks(folder, windows):
 
 
 @pytest.mark.usefixtures("ray_session")
-def test_naive_span_chunks_from_a_parquet_spans_column(tmp_path, folder, windows):
+def test_naive_span_chunks_from_a_parquet_spans_column(tmp_path, tiny, windows):
     texts = TEXTS[:6]
     spans = [[[0, 5], [4, len(t)]] if len(t) > 8 else [[0, len(t)]] for t in texts]
     source = tmp_path / "docs.parquet"
     pq.write_table(pa.table({"doc_id": [f"d{i}" for i in range(6)], "body": texts, "marks": spans}), source)
     embed_parquet(
-        str(source), str(tmp_path / "out"), column="body", model=str(folder), chunks="spans", spans_column="marks",
+        str(source), str(tmp_path / "out"), column="body", model=str(tiny), chunks="spans", spans_column="marks",
         chunking="naive", batch_size=4, **{k: v for k, v in OPTIONS.items() if k != "window_stride"},
     )  # naive chunks read no windows: a window_stride would be refused
     table = pq.read_table(tmp_path / "out")
@@ -120,10 +114,10 @@ def test_naive_span_chunks_from_a_parquet_spans_column(tmp_path, folder, windows
 
 
 @pytest.mark.usefixtures("ray_session")
-def test_token_lists_equal_the_encoders(folder, windows):
+def test_token_lists_equal_the_encoders(tiny, windows):
     options = {k: v for k, v in OPTIONS.items() if k != "normalize"}  # token vectors are never normalised
     out = embed_dataset(
-        _dataset(TEXTS), model=str(folder), long_documents="windows", output="tokens", special_tokens=False,
+        _dataset(TEXTS), model=str(tiny), long_documents="windows", output="tokens", special_tokens=False,
         batch_size=5, **options,
     )
     table = _table(out).sort_by("id")
@@ -135,9 +129,9 @@ def test_token_lists_equal_the_encoders(folder, windows):
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
 
 
-def test_the_batch_callable_makes_chunk_rows_in_process(folder, windows):
+def test_the_batch_callable_makes_chunk_rows_in_process(tiny, windows):
     """The per-actor class called directly: empty batches keep the schema; a bad row names its text."""
-    options = EncoderOptions(model=str(folder), long_documents="windows", **OPTIONS)
+    options = EncoderOptions(model=str(tiny), long_documents="windows", **OPTIONS)
     embed = EmbedBatch("text", "vec", options, EncodeRequest(chunks="tokens:6", batch_size=4, max_batch_tokens=32))
     out = embed(pa.table({"text": TEXTS[:3], "n": [1, 2, 3]}))
     want = windows.encode_chunks(TEXTS[:3], chunks="tokens:6")
@@ -159,7 +153,7 @@ def test_the_batch_callable_makes_chunk_rows_in_process(folder, windows):
 
 
 @pytest.mark.usefixtures("ray_session")
-def test_bad_options_fail_on_the_driver_naming_them(tmp_path, folder):
+def test_bad_options_fail_on_the_driver_naming_them(tmp_path, tiny):
     ds = _dataset(["a b", "c d"])
     cases = [
         ({"long_documents": "pages"}, "long_documents must be one of"),
@@ -180,16 +174,16 @@ def test_bad_options_fail_on_the_driver_naming_them(tmp_path, folder):
     ]
     for options, message in cases:
         with pytest.raises(ValueError, match=message):
-            embed_dataset(ds, model=str(folder), **options)
+            embed_dataset(ds, model=str(tiny), **options)
     with pytest.raises(ValueError, match="output column 'chunk' already exists"):
-        embed_dataset(_dataset(["a"], chunk=[0]), model=str(folder), chunks="tokens:8")
+        embed_dataset(_dataset(["a"], chunk=[0]), model=str(tiny), chunks="tokens:8")
     with pytest.raises(OptionError, match="chunks must be"):  # before Ray reads anything
         embed_parquet(str(tmp_path / "never-read.parquet"), str(tmp_path / "out"), chunks="sentences:3")
 
 
-def test_an_option_only_the_model_can_check_fails_in_the_actors_constructor(folder):
+def test_an_option_only_the_model_can_check_fails_in_the_actors_constructor(tiny):
     """A stride is checked against the window only once the tokenizer is loaded: in each actor's constructor,
     whose error `embed_parquet` re-raises as its own type (`_user_error`, tested in test_integration_ray)."""
-    options = EncoderOptions(model=str(folder), long_documents="windows", **{**OPTIONS, "window_stride": 14})
+    options = EncoderOptions(model=str(tiny), long_documents="windows", **{**OPTIONS, "window_stride": 14})
     with pytest.raises(OptionError, match="window_stride 14 must be smaller than the window"):
         EmbedBatch("text", "embedding", options, EncodeRequest())

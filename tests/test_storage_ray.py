@@ -38,8 +38,9 @@ def local_ray(ray_session):
 
 
 @pytest.fixture(scope="module")
-def dense_folder(tmp_path_factory):
-    return bert_folder(tmp_path_factory.mktemp("ray-dense"))
+def encoder(tiny) -> Encoder:
+    """conftest's `tiny` model (`tinymodels.bert_folder`), loaded once for the module's local references."""
+    return Encoder(tiny)
 
 
 def _assert_codes_match(codes, floats, calibration):
@@ -53,12 +54,11 @@ def _assert_codes_match(codes, floats, calibration):
 
 
 @pytest.mark.usefixtures("local_ray")
-def test_int8_shards_on_two_actors_share_one_calibration(dense_folder):
+def test_int8_shards_on_two_actors_share_one_calibration(tiny, encoder):
     texts = make_texts(90)
-    encoder = Encoder(dense_folder)
     calibration = encoder.calibrate(texts[:40])
     ds = ray.data.from_items([{"doc": i, "text": t} for i, t in enumerate(texts)], override_num_blocks=4)
-    out = embed_dataset(ds, model=str(dense_folder), precision="int8", calibration=calibration, batch_size=8,
+    out = embed_dataset(ds, model=str(tiny), precision="int8", calibration=calibration, batch_size=8,
                         concurrency=2, num_cpus=0.5)  # fmt: skip
     table = pa.concat_tables(ray.get(out.to_arrow_refs()))
     assert table.schema.field("embedding").type == pa.list_(pa.int8(), 32)
@@ -68,16 +68,15 @@ def test_int8_shards_on_two_actors_share_one_calibration(dense_folder):
 
 
 @pytest.mark.usefixtures("local_ray")
-def test_embed_parquet_calibrates_on_the_first_rows_and_writes_the_sidecar(tmp_path, dense_folder):
+def test_embed_parquet_calibrates_on_the_first_rows_and_writes_the_sidecar(tmp_path, tiny, encoder):
     texts = make_texts(60)
     source = tmp_path / "corpus.parquet"
     pq.write_table(pa.table({"doc": list(range(60)), "text": texts}), source)
     calibration = embed_parquet(
-        str(source), str(tmp_path / "out"), model=str(dense_folder), precision="int8", calibration_size=40,
+        str(source), str(tmp_path / "out"), model=str(tiny), precision="int8", calibration_size=40,
         batch_size=8, concurrency=1,
     )  # fmt: skip
     assert Calibration.load(f"{tmp_path / 'out'}.calibration.json") == calibration
-    encoder = Encoder(dense_folder)
     local = encoder.calibrate(texts[:40])  # preserve_order: the first rows are the file's first rows
     assert calibration.texts == 40 and calibration.model_id == local.model_id
     np.testing.assert_allclose(calibration.minimum, local.minimum, atol=1e-6)
@@ -89,15 +88,14 @@ def test_embed_parquet_calibrates_on_the_first_rows_and_writes_the_sidecar(tmp_p
     _assert_codes_match(codes, encoder.encode(texts), calibration)
 
 
-def test_embed_batch_codes_with_a_given_calibration(tmp_path, dense_folder):
+def test_embed_batch_codes_with_a_given_calibration(tmp_path, tiny, encoder):
     """The per-actor class in-process: a calibration dict or file gives the local codes; ubinary = packbits."""
     texts = make_texts(20)
-    encoder = Encoder(dense_folder)
     calibration = encoder.calibrate(texts[:10])
     floats = encoder.encode(texts, batch_size=4)
     for precision in ("int8", "ubinary"):
         request = EncodeRequest(precision=precision, calibration=calibration.to_dict(), batch_size=4)
-        embed = EmbedBatch("text", "embedding", EncoderOptions(model=str(dense_folder)), request)
+        embed = EmbedBatch("text", "embedding", EncoderOptions(model=str(tiny)), request)
         out = embed(pa.table({"text": texts}))
         codes = np.stack(out.column("embedding").to_numpy(zero_copy_only=False))
         np.testing.assert_array_equal(codes, quantize(floats, precision, calibration))
@@ -119,7 +117,7 @@ def test_embed_dataset_sparse_rows(tmp_path):
         np.testing.assert_allclose(row["values"], reference.data, atol=1e-5)
 
 
-def test_bad_options(dense_folder):
+def test_bad_options(tiny):
     ds = ray.data.from_items([{"text": "a"}])
     with pytest.raises(ValueError, match="'int8' needs a calibration"):
         embed_dataset(ds, precision="int8")
@@ -128,4 +126,4 @@ def test_bad_options(dense_folder):
     with pytest.raises(ValueError, match="top_k must be a positive int"):
         embed_dataset(ds, top_k=0)
     with pytest.raises(ValueError, match="top_k=3 applies to sparse"):
-        EmbedBatch("text", "embedding", EncoderOptions(model=str(dense_folder)), EncodeRequest(top_k=3))
+        EmbedBatch("text", "embedding", EncoderOptions(model=str(tiny)), EncodeRequest(top_k=3))
