@@ -36,3 +36,34 @@ def test_a_bad_pooling_name_is_the_first_error_of_embed(tmp_path, capsys, other)
     assert alone[0] == 2 and "bogus" in alone[1], alone
     assert _embed([*argv, *other], capsys) == alone
     assert not (tmp_path / "out.npy").exists()
+
+
+def test_the_entry_point_run_in_process_leaves_the_callers_collections_alone(monkeypatch):
+    """``tokenpool.__main__.main`` froze every object of the process it ran in (`gc.freeze`) once the command
+    returned: a caller that runs it in process and goes on (a test, ``runpy``, a notebook's ``%run -m``) had its
+    cyclic garbage of before never collected again. The freeze is for the interpreter's exit: nothing is frozen
+    when ``main`` returns."""
+    from tokenpool import cli
+    from tokenpool.__main__ import main
+
+    monkeypatch.setattr(cli, "main", lambda: 0)
+    before = gc.get_freeze_count()
+    try:
+        assert main() == 0
+        assert gc.get_freeze_count() == before
+    finally:
+        if gc.get_freeze_count() != before:  # (the old code froze this test run: undone)
+            gc.unfreeze()
+
+
+def test_the_entry_point_still_freezes_at_exit():
+    """What the freeze is for: at the interpreter's exit (after the atexit handlers registered before ``main``),
+    the objects are frozen, so its teardown collections walk few. Counted as `tests/test_serve66` counts them."""
+    command = ("import atexit, gc, sys; atexit.register(lambda: print('frozen', gc.get_freeze_count(), "
+               "'tracked', len(gc.get_objects()), file=sys.stderr)); import tokenpool.cli as cli; "
+               "cli.main = lambda: 3; from tokenpool.__main__ import main; sys.exit(main())")  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run([sys.executable, "-c", command], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr
+    said = done.stderr.split()
+    assert said[0] == "frozen" and int(said[1]) > 1000 and int(said[3]) < 1000, done.stderr
