@@ -67,3 +67,23 @@ def test_the_entry_point_still_freezes_at_exit():
     assert done.returncode == 3, done.stderr
     said = done.stderr.split()
     assert said[0] == "frozen" and int(said[1]) > 1000 and int(said[3]) < 1000, done.stderr
+
+
+@pytest.mark.parametrize("kind", ["int8", "int16", "int32", "int64"])
+def test_a_negative_numpy_device_index_is_named_without_a_numpy_warning(kind):
+    """s66-encoder names a negative device index itself (`shown_value`), whose ``abs`` of numpy's most negative
+    integer overflowed: a RuntimeWarning on stderr (an error under ``-W error``) before the message torch gave."""
+    import warnings
+
+    import numpy as np
+
+    pytest.importorskip("torch")
+    from tokenpool.model.options import parse_device
+
+    device = np.iinfo(kind).min
+    value = getattr(np, kind)(device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError) as caught:
+            parse_device(value)
+    assert str(caught.value) == f"unknown device {value!r}: Device index must not be negative"
