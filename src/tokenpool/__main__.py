@@ -1,6 +1,7 @@
 """``python -m tokenpool`` and the ``tokenpool`` console script: the command line (`tokenpool.cli.main`), imported
 inside `main`, so that Ctrl-C while it loads is one line and exit 130, not a traceback."""
 
+import atexit
 import gc
 import sys
 
@@ -14,9 +15,11 @@ def main() -> int:
             print("tokenpool: interrupted", file=sys.stderr)
         return 130
     code = run()
-    # the process exits now: frozen, the objects a loaded model and its libraries leave (~465,000) are not walked
-    # again by the interpreter's teardown collections (1-2 s of CPU after every command that loaded a model)
-    gc.freeze()
+    # frozen at exit (the first atexit handler, before the interpreter's teardown collections), the objects a loaded
+    # model and its libraries leave (~465,000) are not walked again (1-2 s of CPU after every command that loaded a
+    # model); not frozen here: a caller that runs `main` in its own process and goes on keeps its collections
+    atexit.unregister(gc.freeze)  # (once, however many times it runs)
+    atexit.register(gc.freeze)
     return code
 
 

@@ -83,7 +83,7 @@ def shown_value(value: Any, form: Callable[[Any], str] = repr, *, short: bool = 
     ``short``, a str `cut` (a caller's name or spec of 5,000 characters is not echoed whole; a path is shown whole)."""
     if short and isinstance(value, str):
         return form(cut(value))
-    return shown_int(value) if is_int(value) and abs(value) >= 10**24 else form(value)
+    return shown_int(value) if is_int(value) and abs(int(value)) >= 10**24 else form(value)  # (numpy: no overflow)
 
 
 def parse_int(text: str) -> int | None:

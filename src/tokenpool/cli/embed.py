@@ -8,6 +8,7 @@ import sys
 from dataclasses import fields
 from typing import Any
 
+from ..core.strategies import is_auto, parse_strategies
 from ..errors import CorpusError, refuse_empty_model, shown_name
 from ..io.formats import check_text_options, format_for_suffix, input_help, output_help
 from ..io.readers import READERS, STDIN, check_readable
@@ -154,7 +155,9 @@ def run_embed(args: argparse.Namespace) -> int:
     from ..jobs import EmbedJob, check_job, embed_corpus
     from ..model.request import EncodeRequest
 
-    refuse_empty_model(args.model)  # (a bad pooling: `EncodeRequest.check`'s options.check, before any read or load)
+    refuse_empty_model(args.model)
+    if not is_auto(args.pooling):
+        parse_strategies(args.pooling)  # a bad name fails before anything is read or loaded
     _refuse_unread_options(args)
     request = EncodeRequest(
         output="tokens" if args.token_vectors else "vectors", precision=args.precision, calibration=args.calibration,
