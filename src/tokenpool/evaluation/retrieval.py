@@ -182,7 +182,9 @@ class RetrievalResult:
         ``truncate``, or the only mode evaluated: ``modes="bm25"`` has no truncate row)."""
         modes = list(dict.fromkeys(row.mode for row in self.rows))
         mode = (modes[0] if len(modes) == 1 else "truncate") if mode is None else mode
-        in_mode = [row for row in self.rows if row.mode == mode]
+        # (a name in any case, as `plan_modes` reads it: modes="Truncate" ran rows that row(mode="Truncate") missed)
+        named = mode if mode in modes or not isinstance(mode, str) else mode.lower()
+        in_mode = [row for row in self.rows if row.mode == named]
         if pooling is None and len(in_mode) == 1:  # e.g. bm25, or a single pooling
             return in_mode[0]
         want = self.configured if pooling is None else pooling
