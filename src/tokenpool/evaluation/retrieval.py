@@ -284,7 +284,7 @@ def evaluate_retrieval(
     plan = plan_modes(modes)
     _refuse_model_options(plan, pooling=pooling, query_prompt=query_prompt, document_prompt=document_prompt,
                           max_batch_tokens=max_batch_tokens)  # fmt: skip
-    settings, fusion = _lexical_options(plan, bm25, rrf_k, hybrid_weight)
+    settings, fusion = check_lexical_options(plan, bm25, rrf_k, hybrid_weight)
     context = _Context(retrieval_set, max_bytes, ignore_identical_ids)
     rows: list[RetrievalRow] = []
     result = RetrievalResult(data=retrieval_set, model="", rows=rows, query_seconds=0.0)
@@ -300,19 +300,20 @@ def evaluate_retrieval(
     return result
 
 
-def _lexical_options(plan: ModePlan, bm25: Any, rrf_k: Any, hybrid_weight: Any) -> tuple[BM25Settings, dict]:
-    """The BM25 settings and fusion options, checked before the model runs: refused where no mode reads them (as
-    the command line refuses --bm25, --rrf-k and --hybrid-weight there); BM25's libraries found when it runs."""
+def check_lexical_options(plan: ModePlan, bm25: Any, rrf_k: Any, hybrid_weight: Any) -> tuple[BM25Settings, dict]:
+    """The BM25 settings (BM25's libraries found when it runs) and fusion options, checked before the model runs
+    (by the command line too, after it refused --bm25, --rrf-k and --hybrid-weight where no mode reads them, as
+    this does for the Python options)."""
     settings = BM25Settings.parse(bm25)
     if bm25 is not None and not plan.lexical:
         raise OptionError(f"{spell('bm25', bm25)} is for the bm25 and hybrid:MODE modes, and modes {list(plan.order)} "
                           "run neither")  # fmt: skip
+    if plan.lexical:
+        settings.libraries()
     fusion = check_fusion(rrf_k, hybrid_weight)
     if not plan.hybrids and (fusion["rrf_k"] != DEFAULT_RRF_K or fusion["weight"] != DEFAULT_WEIGHT):
         raise OptionError(f"{spell('rrf_k', rrf_k)} and {spell('hybrid_weight', hybrid_weight)} are for hybrid:MODE "
                           f"modes, and modes {list(plan.order)} run none")  # fmt: skip
-    if plan.lexical:
-        settings.libraries()
     return settings, fusion
 
 
