@@ -21,7 +21,7 @@ from .common import Label, check_budget, check_number, encode_every_way, number_
 from .fusion import DEFAULT_RRF_K, DEFAULT_WEIGHT, interpolate, reciprocal_rank_fusion
 from .lexical import BM25Settings, bm25_rows
 from .modes import BM25_MODE, HYBRID_PREFIX, DocumentMode, ModePlan, plan_modes
-from .search import BYTES_PER_SCORE, Ranking, check_ranking, exact_search, tie_ranks
+from .search import BYTES_PER_SCORE, DEFAULT_MAX_BYTES, Ranking, check_ranking, exact_search, tie_ranks
 from .sts import label_list
 from .units import check_units, search_form
 
@@ -35,7 +35,6 @@ METRICS: tuple[tuple[str, str, int], ...] = (
     ("nDCG@10", "ndcg", 10), ("recall@100", "recall", 100), ("MRR@10", "mrr", 10)
 )  # fmt: skip
 TOP_K = max(100, *(cutoff for _, _, cutoff in METRICS))
-DEFAULT_MAX_BYTES = 256 * 2**20
 
 
 def metrics_per_query(
@@ -285,7 +284,7 @@ def evaluate_retrieval(
     _refuse_model_options(plan, pooling=pooling, query_prompt=query_prompt, document_prompt=document_prompt,
                           max_batch_tokens=max_batch_tokens)  # fmt: skip
     settings, fusion = check_lexical_options(plan, bm25, rrf_k, hybrid_weight)
-    context = _Context(retrieval_set, max_bytes, ignore_identical_ids)
+    context = SearchContext(retrieval_set, max_bytes, ignore_identical_ids)
     rows: list[RetrievalRow] = []
     result = RetrievalResult(data=retrieval_set, model="", rows=rows, query_seconds=0.0)
     if plan.dense:
@@ -317,7 +316,7 @@ def check_lexical_options(plan: ModePlan, bm25: Any, rrf_k: Any, hybrid_weight: 
     return settings, fusion
 
 
-def _bm25_row(context: _Context, retrieval_set: RetrievalSet, settings: BM25Settings) -> RetrievalRow:
+def _bm25_row(context: SearchContext, retrieval_set: RetrievalSet, settings: BM25Settings) -> RetrievalRow:
     """The bm25 mode's row: BM25 scores of every query and document, searched and scored as the dense rows."""
     started = time.perf_counter()
     queries, documents = bm25_rows(retrieval_set.doc_texts, retrieval_set.query_texts, settings)
@@ -327,12 +326,13 @@ def _bm25_row(context: _Context, retrieval_set: RetrievalSet, settings: BM25Sett
 
 
 @dataclass
-class _Context:
-    """What every row of one evaluation shares: the set, the tie order, the search budget."""
+class SearchContext:
+    """What every ranking of one evaluation shares (`evaluate_retrieval`'s rows, the precision rows of
+    `evaluate_retrieval_precisions`): the set, its tie order and judgements, the search budget."""
 
     data: RetrievalSet
-    max_bytes: int
-    ignore_identical_ids: bool
+    max_bytes: int = DEFAULT_MAX_BYTES
+    ignore_identical_ids: bool = False
 
     def __post_init__(self) -> None:
         self.ties = tie_ranks(self.data.doc_ids)
@@ -342,26 +342,32 @@ class _Context:
             self.exclude = np.asarray(rows, dtype=np.int64)
         self.relevance = self.data.relevance()
 
-    def search(self, queries: Any, units: Any, doc_index: np.ndarray | None = None) -> Ranking:
-        """Exact top-100 search; with sparse rows only the documents that share a term are retrieved."""
+    def search(
+        self, queries: Any, units: Any, doc_index: np.ndarray | None = None, k: int = TOP_K
+    ) -> Ranking:
+        """Exact top-``k`` search; with sparse rows only the documents that share a term are retrieved."""
         ranking = exact_search(
-            queries, units, doc_index, tie_rank=self.ties, n_docs=len(self.data.doc_ids), k=TOP_K,
+            queries, units, doc_index, tie_rank=self.ties, n_docs=len(self.data.doc_ids), k=k,
             max_bytes=self.max_bytes, exclude=self.exclude,
         )  # fmt: skip
         return ranking if isinstance(units, np.ndarray) else ranking.matched()
+
+    def scores(self, indices: np.ndarray) -> tuple[dict[str, np.ndarray], RetrievalScores]:
+        """(`metrics_per_query`, their means) of a ranking's document rows against the set's judgements."""
+        per_query = metrics_per_query(indices, self.relevance, len(self.data.doc_ids))
+        return per_query, RetrievalScores.mean_of(per_query)
 
     def row(
         self, mode: str, pooling: str, ranking: Ranking, units: int, seconds: float, settings: Any = None
     ) -> RetrievalRow:
         """The `RetrievalRow` of one ranking: per-query metrics and their means."""
-        n_docs = len(self.data.doc_ids)
-        per_query = metrics_per_query(ranking.indices, self.relevance, n_docs)
-        scores = RetrievalScores.mean_of(per_query)
-        return RetrievalRow(mode, pooling, scores, per_query, ranking, units, seconds, n_docs, settings or {})
+        per_query, scores = self.scores(ranking.indices)
+        return RetrievalRow(mode, pooling, scores, per_query, ranking, units, seconds, len(self.data.doc_ids),
+                            settings or {})  # fmt: skip
 
 
 def _dense_rows(
-    result: RetrievalResult, context: _Context, encoder: Any, plan: ModePlan, pooling: Any,
+    result: RetrievalResult, context: SearchContext, encoder: Any, plan: ModePlan, pooling: Any,
     prompts: tuple[str | None, str | None], options: dict[str, Any],
 ) -> None:  # fmt: skip
     """Encode the queries once and the corpus once per document mode; one row per (mode, pooling label)."""
@@ -392,7 +398,7 @@ def _dense_rows(
 
 
 def _hybrid_rows(
-    context: _Context, rows: list[RetrievalRow], base: str, rrf_k: float, weight: float
+    context: SearchContext, rows: list[RetrievalRow], base: str, rrf_k: float, weight: float
 ) -> list[RetrievalRow]:
     """BM25 fused with each row of document mode ``base``: by reciprocal ranks and by min–max scores."""
     lexical = next(row for row in rows if row.mode == BM25_MODE)
