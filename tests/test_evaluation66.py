@@ -66,3 +66,17 @@ def test_evaluate_retrieval_checks_bm25_before_the_fusion_options_as_the_command
     for modes, rrf_k in (("bm25", 5), ("hybrid:truncate", -1)):
         with pytest.raises(OptionError, match="unknown stemmer 'klingon'"):
             evaluate_retrieval(folder, modes=modes, bm25="stemmer=klingon", rrf_k=rrf_k)
+
+
+def test_result_rows_are_found_by_a_pooling_name_as_pooling_reads_it(tmp_path, tiny):
+    """``pooling="MEAN,Mean+Max"`` runs rows named "mean" and "mean+max" (strategy names in any case, as
+    `strategy_labels` reads them); `RetrievalResult.row` finds them by those names as given too (KeyError)."""
+    from tokenpool.evaluation.retrieval import evaluate_retrieval
+
+    folder = tiny_beir(tmp_path / "set")
+    result = evaluate_retrieval(folder, str(tiny), pooling="MEAN,Mean+Max", modes="truncate")
+    assert [row.pooling for row in result.rows] == ["mean", "mean+max"]
+    assert result.row("MEAN") is result.rows[0]
+    assert result.scores(" Mean+MAX ") == result.rows[1].scores
+    with pytest.raises(KeyError, match="pooling 'CLS'"):
+        result.row("CLS")

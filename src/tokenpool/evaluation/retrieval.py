@@ -22,7 +22,7 @@ from .fusion import DEFAULT_RRF_K, DEFAULT_WEIGHT, interpolate, reciprocal_rank_
 from .lexical import BM25Settings, bm25_rows
 from .modes import BM25_MODE, HYBRID_PREFIX, DocumentMode, ModePlan, plan_modes
 from .search import BYTES_PER_SCORE, DEFAULT_MAX_BYTES, Ranking, check_ranking, exact_search, tie_ranks
-from .sts import label_list
+from .sts import label_list, strategy_labels
 from .units import check_units, search_form
 
 __all__ = [
@@ -187,8 +187,9 @@ class RetrievalResult:
         if pooling is None and len(in_mode) == 1:  # e.g. bm25, or a single pooling
             return in_mode[0]
         want = self.configured if pooling is None else pooling
+        names = (want, _as_label(want))
         for row in in_mode:
-            if row.pooling == want:
+            if row.pooling in names:
                 return row
         have = [f"{r.mode}/{r.pooling}" for r in self.rows]  # (pooling None named pooling '' when not evaluated)
         own = pooling is None and not want  # (row("") is a pooling '' asked for, not the model's own)
@@ -211,6 +212,16 @@ class RetrievalResult:
     def table(self) -> str:
         """Plain-text table, one row per (mode, pooling), figures ×100."""
         return format_retrieval_table(self)
+
+
+def _as_label(pooling: Any) -> Any:
+    """``pooling`` as the rows name one strategy label, read as `evaluate_retrieval` reads its ``pooling``
+    ("MEAN" ran a row "mean" that row("MEAN") missed); else as given (several labels, a hybrid row's name)."""
+    try:
+        labels = strategy_labels(pooling) if isinstance(pooling, str) else [pooling]
+    except ValueError:
+        return pooling
+    return labels[0] if len(labels) == 1 else pooling
 
 
 def format_retrieval_table(result: RetrievalResult) -> str:
