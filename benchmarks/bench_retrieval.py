@@ -81,6 +81,8 @@ def trace_searches(peaks: list[int]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tokenpool.evaluation.search import DEFAULT_MAX_BYTES
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder")
     parser.add_argument("--pooling", default="all")
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default="truncate")
     parser.add_argument("--bm25", default=None, help="BM25 settings, as tokenpool evaluate --bm25")
     parser.add_argument("--max-doc-tokens", type=int, default=None)
-    parser.add_argument("--max-bytes", type=int, default=256 * 2**20)
+    parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES)
     parser.add_argument("--search-peak", action="store_true")
     args = parser.parse_args(argv)
 

@@ -142,21 +142,16 @@ def _evaluate_folder(args: argparse.Namespace) -> int:
     from ..evaluation.beir import read_beir
     from ..evaluation.common import pyplot
     from ..evaluation.fusion import DEFAULT_RRF_K, DEFAULT_WEIGHT
-    from ..evaluation.lexical import BM25Settings
     from ..evaluation.modes import BM25_MODE, plan_modes
-    from ..evaluation.retrieval import check_fusion, evaluate_retrieval, plot_retrieval
+    from ..evaluation.retrieval import check_lexical_options, evaluate_retrieval, plot_retrieval
 
     data = read_beir(args.pairs, args.split)
     _check_pooling(args)
     plan = plan_modes(args.modes)
     _refuse_unused_options(args, plan)
-    settings = BM25Settings.parse(args.bm25)
-    if plan.lexical:
-        settings.libraries()
     fusion = {"rrf_k": DEFAULT_RRF_K if args.rrf_k is None else args.rrf_k,
               "hybrid_weight": DEFAULT_WEIGHT if args.hybrid_weight is None else args.hybrid_weight}  # fmt: skip
-    if plan.hybrids:
-        check_fusion(*fusion.values())
+    settings, _ = check_lexical_options(plan, args.bm25, *fusion.values())
     if args.plot is not None:
         pyplot(args.plot)
     encoder = _encoder(args) if plan.dense else None

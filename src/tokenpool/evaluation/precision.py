@@ -30,8 +30,7 @@ from ..model.options import check_bool
 from .beir import retrieval_set_of
 from .common import check_budget, check_truncating, pooling_name, split_option, text_table, unit_rows
 from .modes import truncate_mode
-from .retrieval import TOP_K, RetrievalScores, evaluate_retrieval, metrics_per_query
-from .search import exact_search, tie_ranks
+from .retrieval import TOP_K, RetrievalScores, SearchContext, evaluate_retrieval
 from .sts import Pairs, cosine_rows, label_list, pool_pairs, spearman_x100
 
 __all__ = [
@@ -318,18 +317,13 @@ class _PrecisionSearch:
     the set's judgements (the first row, float32 in practice, is what nDCG@10 is kept against)."""
 
     def __init__(self, retrieval_set: Any, dimension: int) -> None:
-        self.ties = tie_ranks(retrieval_set.doc_ids)
-        self.relevance = retrieval_set.relevance()
-        self.n_docs = len(retrieval_set.doc_ids)
+        self.context = SearchContext(retrieval_set)
         self.dimension = dimension
         self.rows: list[RetrievalPrecisionRow] = []
 
-    def search(self, q: np.ndarray, d: np.ndarray, k: int | None = None) -> np.ndarray:
-        return exact_search(q, d, tie_rank=self.ties, n_docs=self.n_docs, k=k or TOP_K).indices
-
     def add(self, name: str, precision: str, indices: np.ndarray, size: int | None = None) -> None:
         """The row of a ranking; ``size``: bytes per stored vector (None: `bytes_per_vector`)."""
-        scores = RetrievalScores.mean_of(metrics_per_query(indices, self.relevance, self.n_docs))
+        _, scores = self.context.scores(indices)
         base = self.rows[0].scores.ndcg_at_10 if self.rows else scores.ndcg_at_10
         size = bytes_per_vector(precision, self.dimension) if size is None else size
         kept = kept_ratio(scores.ndcg_at_10, base)
@@ -342,7 +336,8 @@ class _PrecisionSearch:
         candidates re-ranked by the cosine of the float32 query and the stored (dequantized / ±1) codes."""
         q_codes, d_codes = quantize(queries, precision, calibration), quantize(documents, precision, calibration)
         by_codes = (search_vectors(q_codes, precision, self.dimension), search_vectors(d_codes, precision, self.dimension))
-        self.add(precision + _HOW.get(precision, " (Hamming distance)"), precision, self.search(*by_codes))
+        ranking = self.context.search(*by_codes)
+        self.add(precision + _HOW.get(precision, " (Hamming distance)"), precision, ranking.indices)
         if precision not in RESCORED_PRECISIONS:
             return
         if precision == "int8":
@@ -350,8 +345,8 @@ class _PrecisionSearch:
         else:
             stored = unpack_signs(d_codes, dimension=self.dimension)
         for candidates in rescore:
-            shortlist = self.search(*by_codes, k=min(candidates, self.n_docs))
-            reranked = _rescored(queries, stored, shortlist, self.ties, TOP_K)
+            shortlist = self.context.search(*by_codes, k=candidates).indices  # (k past the corpus: all of it)
+            reranked = _rescored(queries, stored, shortlist, self.context.ties, TOP_K)
             self.add(f"{precision} + float32 rescoring of the top {candidates}", precision, reranked)
 
 

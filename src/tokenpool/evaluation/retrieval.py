@@ -21,8 +21,8 @@ from .common import Label, check_budget, check_number, encode_every_way, number_
 from .fusion import DEFAULT_RRF_K, DEFAULT_WEIGHT, interpolate, reciprocal_rank_fusion
 from .lexical import BM25Settings, bm25_rows
 from .modes import BM25_MODE, HYBRID_PREFIX, DocumentMode, ModePlan, plan_modes
-from .search import BYTES_PER_SCORE, Ranking, check_ranking, exact_search, tie_ranks
-from .sts import label_list
+from .search import BYTES_PER_SCORE, DEFAULT_MAX_BYTES, Ranking, check_ranking, exact_search, tie_ranks
+from .sts import label_list, strategy_labels
 from .units import check_units, search_form
 
 __all__ = [
@@ -35,7 +35,6 @@ METRICS: tuple[tuple[str, str, int], ...] = (
     ("nDCG@10", "ndcg", 10), ("recall@100", "recall", 100), ("MRR@10", "mrr", 10)
 )  # fmt: skip
 TOP_K = max(100, *(cutoff for _, _, cutoff in METRICS))
-DEFAULT_MAX_BYTES = 256 * 2**20
 
 
 def metrics_per_query(
@@ -182,12 +181,15 @@ class RetrievalResult:
         ``truncate``, or the only mode evaluated: ``modes="bm25"`` has no truncate row)."""
         modes = list(dict.fromkeys(row.mode for row in self.rows))
         mode = (modes[0] if len(modes) == 1 else "truncate") if mode is None else mode
-        in_mode = [row for row in self.rows if row.mode == mode]
+        # (a name in any case, as `plan_modes` reads it: modes="Truncate" ran rows that row(mode="Truncate") missed)
+        named = mode if mode in modes or not isinstance(mode, str) else mode.lower()
+        in_mode = [row for row in self.rows if row.mode == named]
         if pooling is None and len(in_mode) == 1:  # e.g. bm25, or a single pooling
             return in_mode[0]
         want = self.configured if pooling is None else pooling
+        names = (want, _as_label(want))
         for row in in_mode:
-            if row.pooling == want:
+            if row.pooling in names:
                 return row
         have = [f"{r.mode}/{r.pooling}" for r in self.rows]  # (pooling None named pooling '' when not evaluated)
         own = pooling is None and not want  # (row("") is a pooling '' asked for, not the model's own)
@@ -210,6 +212,16 @@ class RetrievalResult:
     def table(self) -> str:
         """Plain-text table, one row per (mode, pooling), figures ×100."""
         return format_retrieval_table(self)
+
+
+def _as_label(pooling: Any) -> Any:
+    """``pooling`` as the rows name one strategy label, read as `evaluate_retrieval` reads its ``pooling``
+    ("MEAN" ran a row "mean" that row("MEAN") missed); else as given (several labels, a hybrid row's name)."""
+    try:
+        labels = strategy_labels(pooling) if isinstance(pooling, str) else [pooling]
+    except ValueError:
+        return pooling
+    return labels[0] if len(labels) == 1 else pooling
 
 
 def format_retrieval_table(result: RetrievalResult) -> str:
@@ -282,8 +294,8 @@ def evaluate_retrieval(
     plan = plan_modes(modes)
     _refuse_model_options(plan, pooling=pooling, query_prompt=query_prompt, document_prompt=document_prompt,
                           max_batch_tokens=max_batch_tokens)  # fmt: skip
-    settings, fusion = _lexical_options(plan, bm25, rrf_k, hybrid_weight)
-    context = _Context(retrieval_set, max_bytes, ignore_identical_ids)
+    settings, fusion = check_lexical_options(plan, bm25, rrf_k, hybrid_weight)
+    context = SearchContext(retrieval_set, max_bytes, ignore_identical_ids)
     rows: list[RetrievalRow] = []
     result = RetrievalResult(data=retrieval_set, model="", rows=rows, query_seconds=0.0)
     if plan.dense:
@@ -298,23 +310,24 @@ def evaluate_retrieval(
     return result
 
 
-def _lexical_options(plan: ModePlan, bm25: Any, rrf_k: Any, hybrid_weight: Any) -> tuple[BM25Settings, dict]:
-    """The BM25 settings and fusion options, checked before the model runs: refused where no mode reads them (as
-    the command line refuses --bm25, --rrf-k and --hybrid-weight there); BM25's libraries found when it runs."""
+def check_lexical_options(plan: ModePlan, bm25: Any, rrf_k: Any, hybrid_weight: Any) -> tuple[BM25Settings, dict]:
+    """The BM25 settings (BM25's libraries found when it runs) and fusion options, checked before the model runs
+    (by the command line too, after it refused --bm25, --rrf-k and --hybrid-weight where no mode reads them, as
+    this does for the Python options)."""
     settings = BM25Settings.parse(bm25)
     if bm25 is not None and not plan.lexical:
         raise OptionError(f"{spell('bm25', bm25)} is for the bm25 and hybrid:MODE modes, and modes {list(plan.order)} "
                           "run neither")  # fmt: skip
+    if plan.lexical:
+        settings.libraries()
     fusion = check_fusion(rrf_k, hybrid_weight)
     if not plan.hybrids and (fusion["rrf_k"] != DEFAULT_RRF_K or fusion["weight"] != DEFAULT_WEIGHT):
         raise OptionError(f"{spell('rrf_k', rrf_k)} and {spell('hybrid_weight', hybrid_weight)} are for hybrid:MODE "
                           f"modes, and modes {list(plan.order)} run none")  # fmt: skip
-    if plan.lexical:
-        settings.libraries()
     return settings, fusion
 
 
-def _bm25_row(context: _Context, retrieval_set: RetrievalSet, settings: BM25Settings) -> RetrievalRow:
+def _bm25_row(context: SearchContext, retrieval_set: RetrievalSet, settings: BM25Settings) -> RetrievalRow:
     """The bm25 mode's row: BM25 scores of every query and document, searched and scored as the dense rows."""
     started = time.perf_counter()
     queries, documents = bm25_rows(retrieval_set.doc_texts, retrieval_set.query_texts, settings)
@@ -324,12 +337,13 @@ def _bm25_row(context: _Context, retrieval_set: RetrievalSet, settings: BM25Sett
 
 
 @dataclass
-class _Context:
-    """What every row of one evaluation shares: the set, the tie order, the search budget."""
+class SearchContext:
+    """What every ranking of one evaluation shares (`evaluate_retrieval`'s rows, the precision rows of
+    `evaluate_retrieval_precisions`): the set, its tie order and judgements, the search budget."""
 
     data: RetrievalSet
-    max_bytes: int
-    ignore_identical_ids: bool
+    max_bytes: int = DEFAULT_MAX_BYTES
+    ignore_identical_ids: bool = False
 
     def __post_init__(self) -> None:
         self.ties = tie_ranks(self.data.doc_ids)
@@ -339,26 +353,32 @@ class _Context:
             self.exclude = np.asarray(rows, dtype=np.int64)
         self.relevance = self.data.relevance()
 
-    def search(self, queries: Any, units: Any, doc_index: np.ndarray | None = None) -> Ranking:
-        """Exact top-100 search; with sparse rows only the documents that share a term are retrieved."""
+    def search(
+        self, queries: Any, units: Any, doc_index: np.ndarray | None = None, k: int = TOP_K
+    ) -> Ranking:
+        """Exact top-``k`` search; with sparse rows only the documents that share a term are retrieved."""
         ranking = exact_search(
-            queries, units, doc_index, tie_rank=self.ties, n_docs=len(self.data.doc_ids), k=TOP_K,
+            queries, units, doc_index, tie_rank=self.ties, n_docs=len(self.data.doc_ids), k=k,
             max_bytes=self.max_bytes, exclude=self.exclude,
         )  # fmt: skip
         return ranking if isinstance(units, np.ndarray) else ranking.matched()
+
+    def scores(self, indices: np.ndarray) -> tuple[dict[str, np.ndarray], RetrievalScores]:
+        """(`metrics_per_query`, their means) of a ranking's document rows against the set's judgements."""
+        per_query = metrics_per_query(indices, self.relevance, len(self.data.doc_ids))
+        return per_query, RetrievalScores.mean_of(per_query)
 
     def row(
         self, mode: str, pooling: str, ranking: Ranking, units: int, seconds: float, settings: Any = None
     ) -> RetrievalRow:
         """The `RetrievalRow` of one ranking: per-query metrics and their means."""
-        n_docs = len(self.data.doc_ids)
-        per_query = metrics_per_query(ranking.indices, self.relevance, n_docs)
-        scores = RetrievalScores.mean_of(per_query)
-        return RetrievalRow(mode, pooling, scores, per_query, ranking, units, seconds, n_docs, settings or {})
+        per_query, scores = self.scores(ranking.indices)
+        return RetrievalRow(mode, pooling, scores, per_query, ranking, units, seconds, len(self.data.doc_ids),
+                            settings or {})  # fmt: skip
 
 
 def _dense_rows(
-    result: RetrievalResult, context: _Context, encoder: Any, plan: ModePlan, pooling: Any,
+    result: RetrievalResult, context: SearchContext, encoder: Any, plan: ModePlan, pooling: Any,
     prompts: tuple[str | None, str | None], options: dict[str, Any],
 ) -> None:  # fmt: skip
     """Encode the queries once and the corpus once per document mode; one row per (mode, pooling label)."""
@@ -389,7 +409,7 @@ def _dense_rows(
 
 
 def _hybrid_rows(
-    context: _Context, rows: list[RetrievalRow], base: str, rrf_k: float, weight: float
+    context: SearchContext, rows: list[RetrievalRow], base: str, rrf_k: float, weight: float
 ) -> list[RetrievalRow]:
     """BM25 fused with each row of document mode ``base``: by reciprocal ranks and by min–max scores."""
     lexical = next(row for row in rows if row.mode == BM25_MODE)

@@ -20,6 +20,7 @@ __all__ = ["BYTES_PER_SCORE", "Ranking", "check_ranking", "checked_tie_rank", "e
 
 # Bytes per (query, unit) cell of a block: the float32 score, an int32 temporary and the int64 sort key.
 BYTES_PER_SCORE = 16
+DEFAULT_MAX_BYTES = 256 * 2**20  # the block budget of `exact_search` and `evaluate_retrieval`
 _NONE = np.iinfo(np.int64).min  # key of "no document" (never beats a real one)
 
 
@@ -68,7 +69,8 @@ def _flip_order(bits: np.ndarray) -> np.ndarray:
 
 def exact_search(
     queries: Any, units: Any, doc_index: np.ndarray | None = None, *, tie_rank: np.ndarray | None = None,
-    n_docs: int | None = None, k: int = 100, max_bytes: int = 256 * 2**20, exclude: np.ndarray | None = None,
+    n_docs: int | None = None, k: int = 100, max_bytes: int = DEFAULT_MAX_BYTES,
+    exclude: np.ndarray | None = None,
 ) -> Ranking:  # fmt: skip
     """Top-``k`` documents per query by dot product (pass L2-normalised vectors for cosine).
 
