@@ -159,21 +159,20 @@ def _foreign_hint(
         return f"; it looks like {mark} (it starts with a {mark} byte-order mark): save it as UTF-8"
     if nuls and 4 * nuls.count(0) >= len(nuls):
         return "; it looks like UTF-16 or UTF-32 without a byte-order mark: save it as UTF-8"
-    if _utf16_line(*invalid, first):
+    if _utf16_line(*invalid):
         return "; it looks like UTF-16 without a byte-order mark: save it as UTF-8"
     return ""
 
 
-def _utf16_line(line: bytes, after: bytes, first: bytes) -> bool:
+def _utf16_line(line: bytes, after: bytes) -> bool:
     """Whether ``line`` reads as printable UTF-16 text ending in a UTF-16 line break (LE: its \\n or \\r byte
-    followed by a NUL ``after`` it; BE: preceded by one), or, being the whole file (the ``first`` line, with no
-    break), as printable UTF-16 at all. Other encodings' text holds no NUL, so only a one-line file of it (no
-    break) can pass, and only by chance."""
-    if line[-1:] in (b"\n", b"\r"):
-        bodies = [(line[(len(line) - 1) % 2 :] + after, "utf-16-le")] if after == b"\0" else []
-        bodies += [(line[len(line) % 2 :], "utf-16-be")] if line[-2:-1] == b"\0" else []
-    else:
-        bodies = [(line, "utf-16-le"), (line, "utf-16-be")] if line and line == first else []
+    followed by a NUL ``after`` it; BE: preceded by one). Other encodings' text holds no NUL, so it never
+    passes; a line with no break (a one-line file) is no evidence: a GBK or Latin-1 one-liner reads as printable
+    UTF-16 (CJK, Hangul) as often as not."""
+    if line[-1:] not in (b"\n", b"\r"):
+        return False
+    bodies = [(line[(len(line) - 1) % 2 :] + after, "utf-16-le")] if after == b"\0" else []
+    bodies += [(line[len(line) % 2 :], "utf-16-be")] if line[-2:-1] == b"\0" else []
     for body, encoding in bodies:
         try:
             text = body.decode(encoding)
