@@ -27,8 +27,8 @@ def test_a_one_line_file_in_a_legacy_encoding_gets_no_utf16_hint(tmp_path, encod
         data.decode("utf-8")
     with pytest.raises(CorpusError) as caught:
         list(iter_records(str(src), "txt"))
-    start = utf8.value.start
-    assert str(caught.value) == f"{src}, line 1: invalid UTF-8 (byte 0x{data[start]:02x} at column {start + 1})"
+    at = utf8.value.start
+    assert str(caught.value) == f"{src}, line 1: invalid UTF-8 (byte 0x{data[at]:02x} at column {at + 1})"
 
 
 def test_the_same_bytes_are_gbk_and_utf16_text_so_a_one_liner_gets_no_hint_either_way(run, tmp_path):
