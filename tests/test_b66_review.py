@@ -42,3 +42,34 @@ def test_the_same_bytes_are_gbk_and_utf16_text_so_a_one_liner_gets_no_hint_eithe
     code, _, err = run("embed", src, "-o", out, "-q")
     assert_one_error_line(code, err, f"{src}, line 1: invalid UTF-8 (byte 0xc9 at column 1)")
     assert "UTF-16" not in err and not out.exists()
+
+
+def test_an_invalid_line_on_an_open_pipe_is_refused_without_waiting_for_more_input():
+    """The UTF-16 hint reads the byte after an invalid line (UTF-16 LE: its break's NUL). On a pipe the
+    writer keeps open (a producer still running, a terminal) that read waited for the next byte: a Latin-1
+    line's error came only when more input arrived. The byte is now read only for a line that reads as UTF-16
+    LE text up to its \\n (a Latin-1 "café" does not: 0xe9 pairs to U+E966, a private-use character)."""
+    import os
+    import threading
+
+    from tokenpool.io.readers import decoded_lines
+
+    line = "café au lait\n".encode("latin-1")
+    assert not (line + b"\0").decode("utf-16-le").isprintable()  # ("ca", "f\xe9" = U+E966, ...)
+    read_end, write_end = os.pipe()
+    os.write(write_end, line)
+    errors: list[str] = []
+
+    def read_all() -> None:
+        with open(read_end, "rb") as fh, pytest.raises(CorpusError) as caught:
+            list(decoded_lines(fh, "-"))
+        errors.append(str(caught.value))
+
+    reader = threading.Thread(target=read_all, daemon=True)
+    reader.start()
+    reader.join(20)  # (at once before the hint; the merged read blocked until the pipe closed)
+    before_close = list(errors)
+    os.close(write_end)
+    reader.join(20)
+    assert before_close == ["<stdin>, line 1: invalid UTF-8 (byte 0xe9 at column 4)"]
+    assert not reader.is_alive()
