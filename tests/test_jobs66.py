@@ -50,18 +50,6 @@ def test_cjk_text_in_utf16_without_a_byte_order_mark_gets_the_utf16_hint(tmp_pat
         assert str(by_ray.value) == str(caught.value)
 
 
-@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
-def test_a_one_line_utf16_file_without_a_line_break_gets_the_hint_through_the_cli(run, tmp_path, encoding):
-    """The whole file one CJK line with no break (no NUL at all): the CLI's one error line names UTF-16."""
-    src = tmp_path / "in.txt"
-    src.write_bytes(CJK[0].encode(encoding))
-    assert b"\0" not in src.read_bytes() and src.read_bytes().decode(encoding) == CJK[0]
-    out = tmp_path / "out.npy"
-    code, _, err = run("embed", src, "-o", out, "-q")
-    assert_one_error_line(code, err, f"{src}, line 1: invalid UTF-8", UTF16_HINT)
-    assert not out.exists()
-
-
 @pytest.mark.parametrize(("encoding", "text"), [("latin-1", "caf\u00e9 au lait"), ("cp1252", "na\u00efve \u201cquote\u201d"),
                                                 ("gbk", "上海是一个大城市"), ("shift_jis", "東京は大きな都市です")])  # fmt: skip
 def test_other_encodings_keep_the_plain_message(tmp_path, encoding, text):

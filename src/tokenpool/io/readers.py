@@ -132,8 +132,7 @@ def decoded_lines(fh: IO[bytes], path: str, *, lone_cr: bool = False) -> Iterato
             try:
                 text = piece.decode("utf-8")
             except UnicodeDecodeError as exc:
-                # the byte after the line (UTF-16 LE: the NUL of its line break), read only where it is not here
-                after = pieces[k + 1][:1] if k + 1 < len(pieces) else fh.read(1) if piece.endswith(b"\n") else b""
+                after = partial(_byte_after, fh, pieces, k)
                 raise CorpusError(
                     f"{where(path)}, line {number}: invalid UTF-8 (byte 0x{piece[exc.start]:02x} at column "
                     f"{exc.start + 1}){_foreign_hint(start, piece if number == 1 else b'', invalid=(piece, after))}"
@@ -145,12 +144,16 @@ def decoded_lines(fh: IO[bytes], path: str, *, lone_cr: bool = False) -> Iterato
 
 
 def _foreign_hint(
-    start: bytes, first: bytes = b"", nuls: bytes = b"", invalid: tuple[bytes, bytes] = (b"", b"")
+    start: bytes,
+    first: bytes = b"",
+    nuls: bytes = b"",
+    invalid: tuple[bytes, Callable[[], bytes]] = (b"", bytes),
 ) -> str:
     """What a file that is no UTF-8 text looks like ("" when nothing), for its error: compressed by its first
     bytes ``start``; UTF-16/UTF-32 by the byte-order mark its ``first`` line starts with, or by the NULs of the
-    line ``nuls`` (a quarter of its bytes or more: every 2nd (4th) byte of ASCII text in UTF-16 (UTF-32)); UTF-16
-    by the ``invalid`` line and the byte after it (`_utf16_line`: CJK text in UTF-16 need hold no NUL)."""
+    line ``nuls`` (a quarter of its bytes or more: every 2nd (4th) byte of ASCII text in UTF-16 (UTF-32));
+    UTF-16 by the ``invalid`` line and a call reading the byte after it (`_utf16_line`: CJK text in UTF-16
+    need hold no NUL)."""
     packed = next((name for magic, name in _COMPRESSED if re.match(magic, start)), None)
     if packed:
         return f"; it looks {packed}-compressed: decompress it first"
@@ -159,29 +162,38 @@ def _foreign_hint(
         return f"; it looks like {mark} (it starts with a {mark} byte-order mark): save it as UTF-8"
     if nuls and 4 * nuls.count(0) >= len(nuls):
         return "; it looks like UTF-16 or UTF-32 without a byte-order mark: save it as UTF-8"
-    if _utf16_line(*invalid, first):
+    if _utf16_line(*invalid):
         return "; it looks like UTF-16 without a byte-order mark: save it as UTF-8"
     return ""
 
 
-def _utf16_line(line: bytes, after: bytes, first: bytes) -> bool:
-    """Whether ``line`` reads as printable UTF-16 text ending in a UTF-16 line break (LE: its \\n or \\r byte
-    followed by a NUL ``after`` it; BE: preceded by one), or, being the whole file (the ``first`` line, with no
-    break), as printable UTF-16 at all. Other encodings' text holds no NUL, so only a one-line file of it (no
-    break) can pass, and only by chance."""
-    if line[-1:] in (b"\n", b"\r"):
-        bodies = [(line[(len(line) - 1) % 2 :] + after, "utf-16-le")] if after == b"\0" else []
-        bodies += [(line[len(line) % 2 :], "utf-16-be")] if line[-2:-1] == b"\0" else []
-    else:
-        bodies = [(line, "utf-16-le"), (line, "utf-16-be")] if line and line == first else []
-    for body, encoding in bodies:
-        try:
-            text = body.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-        if all(ch.isprintable() or ch in "\t\r\n" for ch in text):
-            return True
-    return False
+def _utf16_line(line: bytes, after: Callable[[], bytes]) -> bool:
+    """Whether ``line`` reads as printable UTF-16 text ending in a UTF-16 line break (LE: its \\n or \\r
+    byte followed by a NUL, the byte ``after()`` it; BE: preceded by one). Other encodings' text holds no NUL,
+    so it never passes; a line with no break (a one-line file) is no evidence: a GBK or Latin-1 one-liner
+    reads as printable UTF-16 (CJK, Hangul) as often as not."""
+    if line[-1:] not in (b"\n", b"\r"):
+        return False
+    if line[-2:-1] == b"\0" and _printable_as(line[len(line) % 2 :], "utf-16-be"):
+        return True
+    # the NUL is read last, only for a line that reads so: on an open pipe that read waits for more input
+    return _printable_as(line[(len(line) - 1) % 2 :] + b"\0", "utf-16-le") and after() == b"\0"
+
+
+def _printable_as(data: bytes, encoding: str) -> bool:
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return all(ch.isprintable() or ch in "\t\r\n" for ch in text)
+
+
+def _byte_after(fh: IO[bytes], pieces: list[bytes], k: int) -> bytes:
+    """The byte after line piece ``k`` of a line of ``fh``: the next piece's first, else read after a \\n
+    (b"" at the end of the file)."""
+    if k + 1 < len(pieces):
+        return pieces[k + 1][:1]
+    return fh.read(1) if pieces[k].endswith(b"\n") else b""
 
 
 def strip_newline(text: str) -> str:
