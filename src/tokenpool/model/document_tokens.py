@@ -244,13 +244,13 @@ def _joins(text: str, i: int) -> bool:
         return True
     if char in _FLAG_LETTERS and before in _FLAG_LETTERS:  # GB12/13: paired from the start of their run
         return _flag_letters_before(text, i) % 2 == 1
+    if _consonant(char, category):  # (before the pictograph's rule: a conjunct's ZWJ asks for a half form)
+        return _conjoined(text, i)
     if before == "\u200d":  # a pictograph (approximated: a symbol, So) after ZWJ after one, marks between
         j = i - 2
         while j > 0 and _extends(text[j], unicodedata.category(text[j])):
             j -= 1
         return j >= 0 and category == "So" == unicodedata.category(text[j])
-    if _consonant(char, category):
-        return _conjoined(text, i)
     jamo = _jamo(char)
     return bool(jamo) and jamo in _JAMO_AFTER.get(_jamo(before), ())
 
@@ -304,8 +304,8 @@ def _flag_letters_before(text: str, i: int) -> int:
 
 # signs that begin the character after them (Unicode's Prepend: an Arabic number sign before its digits, UAX #29 GB9b)
 _PREPENDED = ("\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u0890\u0891\u08e2\u0d4e\U000110bd\U000110cd"
-              "\U000111c2\U000111c3\U0001193f\U00011941\U00011a84\U00011a85\U00011a86\U00011a87\U00011a88\U00011a89"
-              "\U00011d46")
+              "\U000111c2\U000111c3\U000113d1\U0001193f\U00011941\U00011a84\U00011a85\U00011a86\U00011a87\U00011a88"
+              "\U00011a89\U00011d46\U00011f02")
 
 
 def _control(char: str, category: str) -> bool:
