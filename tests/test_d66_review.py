@@ -81,3 +81,37 @@ def test_token_chunks_never_cut_a_zwj_conjunct(bpe, text):
     cuts = {m.start() for m in regex.finditer(r"\X", text)} | {len(text)}
     for start, end in zip(got.start.tolist(), got.end.tolist(), strict=True):
         assert start in cuts and end in cuts, (text, start, end, text[start:end])
+
+
+def _gpt2_tokenization():
+    """A byte-level BPE with GPT-2's pre-tokenizer (``\\s+(?!\\S)``: a whitespace run but its last, then the last)
+    that merges CR LF and CR LF CR: a slice cut elsewhere in a run of line ends reads other tokens."""
+    import threading
+    from types import SimpleNamespace
+
+    pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    merges = [("\u010d", "\u010a"), ("\u010d\u010a", "\u010d"), ("\u010d\u010a\u010d", "\u010a")]  # č Ċ: CR LF
+    for a, b in merges:
+        vocab[a + b] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab, merges))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend)
+    return SimpleNamespace(tokenizer=tokenizer, lock=threading.Lock(), lowercase=False)
+
+
+@pytest.mark.parametrize("before", [10, 3])
+def test_a_slice_cut_in_a_run_of_crlf_line_ends_stays_before_its_last_lf(before):
+    """A slice of a long text ends before the last whitespace of a run, as GPT-2's ``\\s+(?!\\S)`` reads it
+    ("\\r\\n\\r" then "\\n"); the cluster back-off moved a cut before that LF to before its CR, and a byte-level
+    BPE then read "\\r\\n" | "\\r" "\\n" where the text read whole has "\\r\\n\\r" "\\n". Reference: the tokenizer
+    read whole (the cut falls in the second half's run, or at the slice's last character, ``before``)."""
+    from tokenpool.model.document_tokens import SLICE_CHARS, tokenize_document
+
+    tokenization = _gpt2_tokenization()
+    text = "w" * (SLICE_CHARS - before) + "\r\n\r\n" + "z" * 100
+    whole = tokenization.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tokenize_document(tokenization, text).ids.tolist() == whole

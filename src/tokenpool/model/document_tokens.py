@@ -62,7 +62,8 @@ def _cut(text: str, start: int, limit: int) -> int:
     run (a byte-level BPE reads a run of spaces but its last as one piece, the last with the next word), a space
     if there is one (a SentencePiece metaspace marks a piece that starts with a space, not a newline, as in text);
     without a separating one, before a punctuation character after a letter or digit (WordPiece and byte-level
-    BPE split there) unless the slice already ends before one."""
+    BPE split there) unless the slice already ends before one; a cut not at whitespace moves back to the start of
+    the character it falls in (`_joins`)."""
     cut = punctuation = limit
     for i in range(limit - 1, start + (limit - start) // 2, -1):
         if text[i + 1].isspace():
@@ -74,7 +75,9 @@ def _cut(text: str, start: int, limit: int) -> int:
         if punctuation == limit and text[i - 1].isalnum() and unicodedata.category(text[i]).startswith("P"):
             punctuation = i
     cut = punctuation if cut == limit and not _separates(text[limit]) else cut
-    at = cut  # not inside a character (CR LF; the hard cut: a letter and its marks, a flag), unless it is the slice
+    if _separates(text[cut]):  # (where the tokenizer splits: CR LF too, GPT-2 reads "\r\n\r" "\n")
+        return cut
+    at = cut  # not inside a character (a letter and its marks, a flag), unless it is the slice
     while at > start + 1 and _joins(text, at):
         at -= 1
     return cut if _joins(text, at) else at
