@@ -62,7 +62,8 @@ def _cut(text: str, start: int, limit: int) -> int:
     run (a byte-level BPE reads a run of spaces but its last as one piece, the last with the next word), a space
     if there is one (a SentencePiece metaspace marks a piece that starts with a space, not a newline, as in text);
     without a separating one, before a punctuation character after a letter or digit (WordPiece and byte-level
-    BPE split there) unless the slice already ends before one."""
+    BPE split there) unless the slice already ends before one; a cut not at whitespace moves back to the start of
+    the character it falls in (`_joins`)."""
     cut = punctuation = limit
     for i in range(limit - 1, start + (limit - start) // 2, -1):
         if text[i + 1].isspace():
@@ -74,7 +75,9 @@ def _cut(text: str, start: int, limit: int) -> int:
         if punctuation == limit and text[i - 1].isalnum() and unicodedata.category(text[i]).startswith("P"):
             punctuation = i
     cut = punctuation if cut == limit and not _separates(text[limit]) else cut
-    at = cut  # not inside a character (CR LF; the hard cut: a letter and its marks, a flag), unless it is the slice
+    if _separates(text[cut]):  # (where the tokenizer splits: CR LF too, GPT-2 reads "\r\n\r" "\n")
+        return cut
+    at = cut  # not inside a character (a letter and its marks, a flag), unless it is the slice
     while at > start + 1 and _joins(text, at):
         at -= 1
     return cut if _joins(text, at) else at
@@ -244,13 +247,13 @@ def _joins(text: str, i: int) -> bool:
         return True
     if char in _FLAG_LETTERS and before in _FLAG_LETTERS:  # GB12/13: paired from the start of their run
         return _flag_letters_before(text, i) % 2 == 1
+    if _consonant(char, category):  # (before the pictograph's rule: a conjunct's ZWJ asks for a half form)
+        return _conjoined(text, i)
     if before == "\u200d":  # a pictograph (approximated: a symbol, So) after ZWJ after one, marks between
         j = i - 2
         while j > 0 and _extends(text[j], unicodedata.category(text[j])):
             j -= 1
         return j >= 0 and category == "So" == unicodedata.category(text[j])
-    if _consonant(char, category):
-        return _conjoined(text, i)
     jamo = _jamo(char)
     return bool(jamo) and jamo in _JAMO_AFTER.get(_jamo(before), ())
 
@@ -304,8 +307,8 @@ def _flag_letters_before(text: str, i: int) -> int:
 
 # signs that begin the character after them (Unicode's Prepend: an Arabic number sign before its digits, UAX #29 GB9b)
 _PREPENDED = ("\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u0890\u0891\u08e2\u0d4e\U000110bd\U000110cd"
-              "\U000111c2\U000111c3\U0001193f\U00011941\U00011a84\U00011a85\U00011a86\U00011a87\U00011a88\U00011a89"
-              "\U00011d46")
+              "\U000111c2\U000111c3\U000113d1\U0001193f\U00011941\U00011a84\U00011a85\U00011a86\U00011a87\U00011a88"
+              "\U00011a89\U00011d46\U00011f02")
 
 
 def _control(char: str, category: str) -> bool:
