@@ -85,3 +85,26 @@ def test_jax_with_x64_redoes_the_sums():
     finally:
         jax.config.update("jax_enable_x64", False)
     np.testing.assert_array_equal(got, float64_reference(hidden, "mean"))
+
+
+_IMPORT_WITH_CUDA_DEFAULT = """
+import torch
+torch.set_default_device("cuda")
+import tokenpool.torch
+print("CUDA started:", torch.cuda.is_initialized())
+"""
+
+
+def test_importing_the_torch_module_allocates_nothing():
+    """``import tokenpool.torch`` made a tensor on torch's default device to look up torch's namespace: with
+    ``torch.set_default_device("cuda")`` the import started CUDA (before a fork: its children cannot use CUDA),
+    or failed where CUDA is absent. Importing a module starts nothing, as before stop 66."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    done = subprocess.run([sys.executable, "-c", _IMPORT_WITH_CUDA_DEFAULT], capture_output=True, text=True,
+                          timeout=300, env=os.environ)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "CUDA started: False" in done.stdout
