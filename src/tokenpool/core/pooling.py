@@ -106,8 +106,9 @@ def first_tokens(hidden: Any) -> Any:
 
 def overflowed_rows(xp: Any, member: Pooling, result: Any, reduction: str) -> np.ndarray | None:
     """The rows of a float32 sum-based B×D ``result`` that hold NaN or inf, or None when there are none (or
-    its values cannot be read now: `readable_now`). A float32 sum of values near 3.4e38 overflows where their
-    mean does not; one finite check, on the result only, so the fast paths keep their speed."""
+    its values cannot be read now, `readable_now`, or its library has no float64 to redo them in). A float32 sum
+    of values near 3.4e38 overflows where their mean does not; one finite check, on the result only, so the fast
+    paths keep their speed."""
     if result.dtype != xp.float32 or SPECS[member].running.under(reduction).statistic not in _SUMS:
         return None
     if not readable_now(result) or not _holds_float64(xp, result):
