@@ -16,8 +16,8 @@ from .errors import check_int, is_int
 __all__ = ["Pool"]
 
 # torch's namespace found once here, not first inside a compiled forward, where array-api-compat's lru_cache'd
-# type checks made Dynamo warn (13 times)
-namespace(torch.empty(0))
+# type checks made Dynamo warn (13 times); on the meta device, whatever torch's default device (no CUDA start)
+namespace(torch.empty(0, device="meta"))
 
 
 def _check_count(name: str, value: Any) -> int | None:

@@ -106,11 +106,12 @@ def first_tokens(hidden: Any) -> Any:
 
 def overflowed_rows(xp: Any, member: Pooling, result: Any, reduction: str) -> np.ndarray | None:
     """The rows of a float32 sum-based B×D ``result`` that hold NaN or inf, or None when there are none (or
-    its values cannot be read now: `readable_now`). A float32 sum of values near 3.4e38 overflows where their
-    mean does not; one finite check, on the result only, so the fast paths keep their speed."""
+    its values cannot be read now, `readable_now`, or its library has no float64 to redo them in). A float32 sum
+    of values near 3.4e38 overflows where their mean does not; one finite check, on the result only, so the fast
+    paths keep their speed."""
     if result.dtype != xp.float32 or SPECS[member].running.under(reduction).statistic not in _SUMS:
         return None
-    if not readable_now(result):
+    if not readable_now(result) or not _holds_float64(xp, result):
         return None
     if isinstance(result, np.ndarray) or (is_torch_tensor(result) and result.is_cpu):
         finite = np.isfinite(to_numpy(result))  # (a view: torch's own two calls cost ~3x more)
@@ -122,6 +123,17 @@ def overflowed_rows(xp: Any, member: Pooling, result: Any, reduction: str) -> np
 _SUMS = ("sum", "ranked_sum")
 
 
+def _holds_float64(xp: Any, x: Any) -> bool:
+    """Whether ``x``'s library and device have float64 to redo a sum in: not JAX without jax_enable_x64 (its
+    float64 is float32, with a warning), torch on Apple's MPS (TypeError), nor a no-x64 array-api-strict."""
+    if isinstance(x, np.ndarray):
+        return True
+    if is_torch_tensor(x):
+        return x.device.type != "mps"
+    info = getattr(xp, "__array_namespace_info__", None)
+    return info is None or "float64" in info().dtypes(device=device(x), kind="real floating")
+
+
 def _refit_rows(xp: Any, member: Pooling, result: Any, rows: np.ndarray, inputs: tuple, reduction: str) -> Any:
     """``result`` with its non-finite values in ``rows`` recomputed in float64 by `reduce_rows` (from the B×L×D
     hidden states and the B×L ``keep`` and ``real`` masks of ``inputs``), then cast back: finite wherever the
@@ -131,8 +143,9 @@ def _refit_rows(xp: Any, member: Pooling, result: Any, rows: np.ndarray, inputs:
     redone = reduce_rows(xp, member, xp.astype(hidden, xp.float64), keep, reduction, real=real)
     where = np.arange(result.shape[0])
     where[rows] = result.shape[0] + np.arange(len(rows))  # row i of the merged rows: result's, or redone's
-    merged = xp.take(xp.concat([result, xp.astype(redone, result.dtype)]), xp.asarray(where, device=device(result)),
-                     axis=0)  # fmt: skip
+    with np.errstate(over="ignore"):  # (a mean/√n past float32's range is inf: the true answer, as unredone)
+        redone = xp.astype(redone, result.dtype)
+    merged = xp.take(xp.concat([result, redone]), xp.asarray(where, device=device(result)), axis=0)
     return xp.where(xp.isfinite(result), result, merged)
 
 
