@@ -74,7 +74,8 @@ def pool(
                 work = hidden if hidden.dtype == work_dtype else xp.astype(hidden, work_dtype)
             real, keep = masks = masks or _masks(xp, hidden, attention_mask, prompt_length)
             result = reduce_rows(xp, member, work, keep, reduction, real=real)
-        overflowed = overflowed_rows(xp, member, result, reduction)
+        # (a float16 input's float32 sums cannot overflow: no check, no device sync, for half-precision models)
+        overflowed = None if hidden.dtype == getattr(xp, "float16", None) else overflowed_rows(xp, member, result, reduction)
         if overflowed is not None:
             real, keep = masks = masks or _masks(xp, hidden, attention_mask, prompt_length)
             result = _refit_rows(xp, member, result, overflowed, (hidden, keep, real), reduction)
