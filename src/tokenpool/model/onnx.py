@@ -70,8 +70,9 @@ LENGTH_TRACED_TYPES = frozenset({"longformer", "big_bird", "longt5"})
 
 def read_model_config(folder: Path) -> SimpleNamespace:
     """The text model's config.json as attributes (hidden_size, vocab_size, max_position_embeddings and the
-    position_key it is saved under, model_type, pad_token_id: where RoBERTa-like positions start), read as JSON;
-    a size or pad id not saved is transformers' default where it builds the config (`_transformers_config`)."""
+    position_key it is saved under, model_type, pad_token_id: where RoBERTa-like positions start, position_pad:
+    the one a graph's position_ids start after), read as JSON; a size or pad id not saved is transformers'
+    default where it builds the config (`_transformers_config`)."""
     path = folder / "config.json"
     try:
         data = read_json_file(path, object_only=True)
