@@ -108,11 +108,12 @@ def test_a_folder_saving_every_size_but_no_pad_id_caps_on_onnx_as_on_torch(tmp_p
 
 def test_a_default_pad_id_does_not_number_a_graph_taking_position_ids(tmp_path):
     """The pad id read as torch reads it sets the limit, but a graph that takes position_ids is numbered only
-    from a saved one (test_onnx_positions wants that case refused): whatever else config.json saves."""
+    from a saved one (test_onnx_positions wants that case refused) where config.json saves every size (a
+    default size reads the default pad id for the numbering too, as before: test_c66_review)."""
     pytest.importorskip("transformers")
     from tokenpool.model import onnx
 
-    for saved in ({"hidden_size": 32, "vocab_size": 100, "max_position_embeddings": 514}, {}):
+    for saved in ({"hidden_size": 32, "vocab_size": 100, "max_position_embeddings": 514},):
         (tmp_path / "config.json").write_text(json.dumps({"model_type": "roberta", **saved}), encoding="utf-8")
         config = onnx.read_model_config(tmp_path)
         assert config.pad_token_id == 1

@@ -70,8 +70,9 @@ LENGTH_TRACED_TYPES = frozenset({"longformer", "big_bird", "longt5"})
 
 def read_model_config(folder: Path) -> SimpleNamespace:
     """The text model's config.json as attributes (hidden_size, vocab_size, max_position_embeddings and the
-    position_key it is saved under, model_type, pad_token_id: where RoBERTa-like positions start), read as JSON;
-    a size or pad id not saved is transformers' default where it builds the config (`_transformers_config`)."""
+    position_key it is saved under, model_type, pad_token_id: where RoBERTa-like positions start, position_pad:
+    the one a graph's position_ids start after), read as JSON; a size or pad id not saved is transformers'
+    default where it builds the config (`_transformers_config`)."""
     path = folder / "config.json"
     try:
         data = read_json_file(path, object_only=True)
@@ -89,8 +90,8 @@ def read_model_config(folder: Path) -> SimpleNamespace:
     # positions: 512 tokens after the pad id 1)
     model_type = str(merged.get("model_type", ""))
     pad_unsaved = model_type in unpadded.PAD_OFFSET_POSITION_TYPES and "pad_token_id" not in merged
-    unsaved = width is None or "vocab_size" not in merged or (keys and position_key is None) or pad_unsaved
-    built = _transformers_config(data) if unsaved else None
+    size_unsaved = width is None or "vocab_size" not in merged or (keys and position_key is None)
+    built = _transformers_config(data) if size_unsaved or pad_unsaved else None
     if width is None:  # none saved (transformers' default), or null (transformers' None: refused)
         width = getattr(built, "hidden_size", None)
     if not is_int(width):
@@ -102,9 +103,11 @@ def read_model_config(folder: Path) -> SimpleNamespace:
     # as saved (checked by the encoder as on the torch runtime); none saved: transformers' default, as torch reads it
     vocab = merged["vocab_size"] if "vocab_size" in merged else getattr(built, "vocab_size", None)
     pad = merged["pad_token_id"] if "pad_token_id" in merged else getattr(built, "pad_token_id", None)
+    # a graph's position_ids are numbered from a saved pad id, or from the default one read with a default size
+    position_pad = pad if "pad_token_id" in merged or size_unsaved else None
     return SimpleNamespace(
         hidden_size=width, vocab_size=vocab, max_position_embeddings=positions, position_key=position_key,
-        model_type=model_type, pad_token_id=pad, raw=data,
+        model_type=model_type, pad_token_id=pad, position_pad=position_pad, raw=data,
     )  # fmt: skip
 
 
@@ -655,12 +658,10 @@ def _check_token_types(input_names: list[str], config: Any, path: Path) -> None:
 
 def _position_numbering(config: Any, path: Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """How to number a graph's ``position_ids``: from ``pad_token_id`` + 1 for a model type in
-    `unpadded.PAD_OFFSET_POSITION_TYPES`, else from 0; a `ModelFolderError` when the config cannot tell (the
-    pad id of a config.json, ``raw``, only as saved there: transformers' default sets its limit, not this)."""
+    `unpadded.PAD_OFFSET_POSITION_TYPES`, else from 0; a `ModelFolderError` when the config cannot tell (a
+    config.json's ``position_pad``, `read_model_config`: a default pad id read for the limit alone is none)."""
     model_type = getattr(config, "model_type", "") or ""
-    pad = getattr(config, "pad_token_id", None)
-    if isinstance(raw := getattr(config, "raw", None), dict):  # config.json's (`read_model_config`): as saved
-        pad = text_merged(raw).get("pad_token_id")
+    pad = getattr(config, "position_pad", getattr(config, "pad_token_id", None))
     if model_type in unpadded.PAD_OFFSET_POSITION_TYPES and is_int(pad):
         return functools.partial(_pad_offset_numbering, pad)  # (module-level functions: a runner pickles)
     if model_type and model_type not in unpadded.PAD_OFFSET_POSITION_TYPES:
