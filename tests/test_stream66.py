@@ -166,3 +166,17 @@ def test_normal_values_keep_the_float32_running_sum_bit_for_bit(strategy):
             ranks = np.arange(lo + 1, hi + 1) if strategy == "weightedmean" else np.ones(hi - lo)
             total = total + (convert(ranks.astype(np.float32)[:, None]) * convert(tokens[lo:hi])).sum(0)
         assert _as64(running.read()[0]).tobytes() == _as64(total / float(divisor)).tobytes()
+
+
+def test_bfloat16_blocks_and_autograd_through_an_overflowed_sum():
+    """bfloat16 blocks accumulate in float32 (as `pool` does), so their sums overflow the same way; the float64
+    sum stays in autograd's graph: the gradient of a mean is 1/n per token."""
+    x = torch.full((4, 2), 3.0e38, dtype=torch.bfloat16, requires_grad=True)
+    running = RunningPool("mean", 1, 2)
+    running.add(0, x[:3], 0)
+    running.add(0, x[3:], 3)
+    got = running.read()
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, x.detach().float()[:1], rtol=1e-6, atol=0)
+    got.sum().backward()
+    torch.testing.assert_close(x.grad, torch.full((4, 2), 0.25, dtype=torch.bfloat16))
