@@ -140,12 +140,12 @@ def test_nan_and_inf_in_the_input_stay_as_pool_keeps_them():
         [[3.0e38, nan], [3.0e38, 3.0e38], [-inf, 1.0]],
         [[inf, 3.0e38], [-inf, 3.0e38]],
     )]  # fmt: skip
+    one_by_one = [(u, i, i + 1) for i in range(3) for u in range(3) if i < len(units[u])]  # units interleaved
     for strategy in SUMS:
         expected = pooled(units, 0, strategy)
         for convert in (np.asarray, torch.from_numpy):
             with np.errstate(over="ignore", invalid="ignore"):
-                got = _as64(streamed(units, 0, strategy, [(u, i, i + 1) for i in range(3) for u in range(3)
-                                                          if i < len(units[u])], convert))  # fmt: skip
+                got = _as64(streamed(units, 0, strategy, one_by_one, convert))
             np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
             np.testing.assert_allclose(got, expected, rtol=1e-6)
 

@@ -20,6 +20,7 @@ from .reductions import rank_total, splade_activation, token_sum
 from .strategies import SPECS, Running, parse_combination
 
 _LAST_POSITION = int(np.iinfo(np.int64).max)  # positions are recorded as int64
+_SUMS = ("sum", "ranked_sum")  # the statistics that add tokens up (a float32 sum may overflow: `add`)
 
 
 class RunningPool:
@@ -147,14 +148,14 @@ class RunningPool:
         """Whether a float32 running sum holds NaN or inf (a float32 sum of values near 3.4e38 overflows where
         their mean does not): one check of its D values, skipped where they cannot be read now."""
         xp = self._xp
-        if statistic not in ("sum", "ranked_sum") or total.dtype != xp.float32 or not readable_now(total):
+        if statistic not in _SUMS or total.dtype != xp.float32 or not readable_now(total):
             return False
         return not bool(xp.all(xp.isfinite(total)))
 
     def _part(self, statistic: str, activation: str, tokens: Any, position: int, acc: Any) -> Any:
         """This block's contribution to one statistic, in ``acc``."""
         xp = self._xp
-        if statistic in ("sum", "ranked_sum"):  # the activation goes on every token before summing
+        if statistic in _SUMS:  # the activation goes on every token before summing
             values = self._activate(activation, tokens)
             if statistic == "sum":
                 return token_sum(xp, values, dtype=acc)  # (summed in acc: no float32 copy of a block)
