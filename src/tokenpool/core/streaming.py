@@ -14,12 +14,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import check_int, is_int
-from ._backends import device, namespace
+from ._backends import device, namespace, readable_now
 from .pooling import check_data, check_options, work_dtypes
 from .reductions import rank_total, splade_activation, token_sum
 from .strategies import SPECS, Running, parse_combination
 
 _LAST_POSITION = int(np.iinfo(np.int64).max)  # positions are recorded as int64
+_SUMS = ("sum", "ranked_sum")  # the statistics that add tokens up (a float32 sum may overflow: `add`)
 
 
 class RunningPool:
@@ -75,12 +76,16 @@ class RunningPool:
                 continue
             if statistic == "last" and position + k - 1 <= self._last_at[unit]:
                 continue
-            part = self._part(statistic, activation, tokens, position)
             old = slot[unit]
+            acc = self._acc if old is None else old.dtype  # (float64 for a sum that overflowed float32)
+            part = self._part(statistic, activation, tokens, position, acc)
             if old is None or statistic in ("first", "last"):
                 slot[unit] = part
             else:
                 slot[unit] = xp.maximum(old, part) if statistic == "max" else old + part
+            if self._overflowed(statistic, slot[unit]):  # the unit's sum goes on in float64, as `pool` redoes it
+                wide = self._part(statistic, activation, tokens, position, xp.float64)
+                slot[unit] = wide if old is None else xp.astype(old, xp.float64) + wide
         self._first_at[unit] = min(int(self._first_at[unit]), position)
         self._last_at[unit] = max(int(self._last_at[unit]), position + k - 1)
         self._rank_totals[unit] += int(rank_total(position, k))  # (exact: below 2^53)
@@ -136,12 +141,21 @@ class RunningPool:
             return self._xp.zeros((self.width,), dtype=self._acc, device=self._device)
         ranks = max(float(self._rank_totals[unit]), 1.0)
         divisor = {"count": count, "sqrt_count": math.sqrt(count), "rank_total": ranks}.get(rule.divisor)
-        return value if divisor is None else value / divisor
+        row = value if divisor is None else value / divisor
+        return row if row.dtype == self._acc else self._xp.astype(row, self._acc)  # (a float64 sum: `add`)
 
-    def _part(self, statistic: str, activation: str, tokens: Any, position: int) -> Any:
-        """This block's contribution to one statistic, in the accumulation dtype."""
-        xp, acc = self._xp, self._acc
-        if statistic in ("sum", "ranked_sum"):  # the activation goes on every token before summing
+    def _overflowed(self, statistic: str, total: Any) -> bool:
+        """Whether a float32 running sum holds NaN or inf (a float32 sum of values near 3.4e38 overflows where
+        their mean does not): one check of its D values, skipped where they cannot be read now."""
+        xp = self._xp
+        if statistic not in _SUMS or total.dtype != xp.float32 or not readable_now(total):
+            return False
+        return not bool(xp.all(xp.isfinite(total)))
+
+    def _part(self, statistic: str, activation: str, tokens: Any, position: int, acc: Any) -> Any:
+        """This block's contribution to one statistic, in ``acc``."""
+        xp = self._xp
+        if statistic in _SUMS:  # the activation goes on every token before summing
             values = self._activate(activation, tokens)
             if statistic == "sum":
                 return token_sum(xp, values, dtype=acc)  # (summed in acc: no float32 copy of a block)
