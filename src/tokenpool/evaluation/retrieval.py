@@ -181,16 +181,21 @@ class RetrievalResult:
         ``truncate``, or the only mode evaluated: ``modes="bm25"`` has no truncate row)."""
         modes = list(dict.fromkeys(row.mode for row in self.rows))
         mode = (modes[0] if len(modes) == 1 else "truncate") if mode is None else mode
-        # (a name in any case, as `plan_modes` reads it: modes="Truncate" ran rows that row(mode="Truncate") missed)
-        named = mode if mode in modes or not isinstance(mode, str) else mode.lower()
+        named = mode
+        if isinstance(mode, str) and mode not in modes:  # (any case, as `plan_modes` reads it: "Truncate")
+            alike = [name for name in modes if isinstance(name, str) and name.lower() == mode.lower()]
+            if len(alike) > 1:  # custom modes {"Late": f, "late": g}: "LATE" names both
+                raise KeyError(f"mode {mode!r} matches the modes {', '.join(map(repr, alike))} only in case; "
+                               "give one as written")  # fmt: skip
+            named = mode.lower()
         in_mode = [row for row in self.rows if row.mode == named]
         if pooling is None and len(in_mode) == 1:  # e.g. bm25, or a single pooling
             return in_mode[0]
         want = self.configured if pooling is None else pooling
-        names = (want, _as_label(want))
-        for row in in_mode:
-            if row.pooling in names:
-                return row
+        for name in (want, _as_label(want)):  # a row named as asked first, then as pooling= reads it
+            for row in in_mode:
+                if row.pooling == name:
+                    return row
         have = [f"{r.mode}/{r.pooling}" for r in self.rows]  # (pooling None named pooling '' when not evaluated)
         own = pooling is None and not want  # (row("") is a pooling '' asked for, not the model's own)
         shown = "the model's own pooling (not among the poolings evaluated)" if own else f"pooling {want!r}"
