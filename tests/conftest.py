@@ -117,6 +117,20 @@ def eos_decoder(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def bpe(tmp_path_factory):
+    """A byte-level BPE model (its tokens split multi-byte characters: each combining accent is tokens of its own),
+    max_length 16: the long-document tests' model for characters cut at chunk edges."""
+    pytest.importorskip("transformers")
+    from test_encoder import _qwen2_weights
+
+    from tokenpool import Encoder
+
+    folder = tmp_path_factory.mktemp("bpe")
+    _qwen2_weights(folder, padding_side="right")
+    return Encoder(folder, pooling="mean", max_length=16, normalize=False, device="cpu")
+
+
+@pytest.fixture(scope="session")
 def small(tiny_bert_folder):
     """Long documents and chunks: mean pooling, max_length 16 (14 text tokens per window), not normalised."""
     from tokenpool import Encoder

@@ -61,19 +61,6 @@ def test_random_well_formed_text_is_never_cut_inside_a_cluster(seed):
         assert _uncut(text) == [], ascii(text)
 
 
-@pytest.fixture(scope="module")
-def bpe(tmp_path_factory):
-    """A byte-level BPE model (its tokens split multi-byte characters), max_length 16."""
-    pytest.importorskip("transformers")
-    from test_encoder import _qwen2_weights
-
-    from tokenpool import Encoder
-
-    folder = tmp_path_factory.mktemp("bpe_d66")
-    _qwen2_weights(folder, padding_side="right")
-    return Encoder(folder, pooling="mean", max_length=16, normalize=False, device="cpu")
-
-
 @pytest.mark.parametrize("text", ["x \u0915\u094d\u200d\u0937 ok", "\u0924\u094d\u200d\u0930\u093f\u092f"])
 def test_token_chunks_never_cut_a_zwj_conjunct(bpe, text):
     """A token chunk ended after the ZWJ of "क्‍ष", the next began with its SSA. Reference: ``regex``'s ``\\X``."""

@@ -19,18 +19,6 @@ CLUSTERS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def bpe(tmp_path_factory):
-    """A byte-level BPE model (its tokens split multi-byte characters), max_length 16."""
-    from test_encoder import _qwen2_weights
-
-    from tokenpool import Encoder
-
-    folder = tmp_path_factory.mktemp("bpe64")
-    _qwen2_weights(folder, padding_side="right")
-    return Encoder(folder, pooling="mean", max_length=16, normalize=False, device="cpu")
-
-
 def _boundaries(text: str) -> set[int]:
     return {m.start() for m in regex.finditer(r"\X", text)} | {len(text)}
 

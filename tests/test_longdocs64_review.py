@@ -17,18 +17,6 @@ regex = pytest.importorskip("regex")  # (installed with transformers; an indepen
 FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466"
 
 
-@pytest.fixture(scope="module")
-def bpe(tmp_path_factory):
-    """A byte-level BPE model (each combining accent is tokens of its own), max_length 16."""
-    from test_encoder import _qwen2_weights
-
-    from tokenpool import Encoder
-
-    folder = tmp_path_factory.mktemp("bpe64r")
-    _qwen2_weights(folder, padding_side="right")
-    return Encoder(folder, pooling="mean", max_length=16, normalize=False, device="cpu")
-
-
 def test_token_chunks_before_a_pictograph_after_a_zwj_after_marks_are_widened_in_linear_time(bpe, monkeypatch):
     """A letter with a long run of accents, a ZWJ and a pictograph (the pictograph starts a new character: no
     pictograph before the ZWJ): every token chunk in the run was widened to the pictograph, and the check that

@@ -15,18 +15,6 @@ regex = pytest.importorskip("regex")  # (installed with transformers; an indepen
 FLAGS = "\U0001f1e9\U0001f1ea\U0001f1eb\U0001f1f7\U0001f1ee\U0001f1f9"  # 🇩🇪🇫🇷🇮🇹: three flags, six indicators
 
 
-@pytest.fixture(scope="module")
-def bpe(tmp_path_factory):
-    """A byte-level BPE model (its tokens split multi-byte characters), max_length 16."""
-    from test_encoder import _qwen2_weights
-
-    from tokenpool import Encoder
-
-    folder = tmp_path_factory.mktemp("bpe66")
-    _qwen2_weights(folder, padding_side="right")
-    return Encoder(folder, pooling="mean", max_length=16, normalize=False, device="cpu")
-
-
 def _boundaries(text: str) -> set[int]:
     return {m.start() for m in regex.finditer(r"\X", text)} | {len(text)}
 
