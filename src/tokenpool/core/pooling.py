@@ -112,7 +112,7 @@ def overflowed_rows(xp: Any, member: Pooling, result: Any, reduction: str) -> np
     paths keep their speed."""
     if result.dtype != xp.float32 or SPECS[member].running.under(reduction).statistic not in _SUMS:
         return None
-    if not readable_now(result) or not _holds_float64(xp, result):
+    if not readable_now(result) or not holds_float64(xp, result):
         return None
     if isinstance(result, np.ndarray) or (is_torch_tensor(result) and result.is_cpu):
         finite = np.isfinite(to_numpy(result))  # (a view: torch's own two calls cost ~3x more)
@@ -124,7 +124,7 @@ def overflowed_rows(xp: Any, member: Pooling, result: Any, reduction: str) -> np
 _SUMS = ("sum", "ranked_sum")
 
 
-def _holds_float64(xp: Any, x: Any) -> bool:
+def holds_float64(xp: Any, x: Any) -> bool:
     """Whether ``x``'s library and device have float64 to redo a sum in: not JAX without jax_enable_x64 (its
     float64 is float32, with a warning), torch on Apple's MPS (TypeError), nor a no-x64 array-api-strict."""
     if isinstance(x, np.ndarray):
