@@ -20,7 +20,7 @@ from .reductions import rank_total, splade_activation, token_sum
 from .strategies import SPECS, Running, parse_combination
 
 _LAST_POSITION = int(np.iinfo(np.int64).max)  # positions are recorded as int64
-_SUMS = ("sum", "ranked_sum")  # the statistics that add tokens up (a float32 sum may overflow: `add`)
+_SUMS = ("sum", "ranked_sum")  # the statistics that add tokens up (a float32 sum may overflow: `_widen`)
 
 
 class RunningPool:
