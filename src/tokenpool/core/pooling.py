@@ -75,7 +75,8 @@ def pool(
             real, keep = masks = masks or _masks(xp, hidden, attention_mask, prompt_length)
             result = reduce_rows(xp, member, work, keep, reduction, real=real)
         # (a float16 input's float32 sums cannot overflow: no check, no device sync, for half-precision models)
-        overflowed = None if hidden.dtype == getattr(xp, "float16", None) else overflowed_rows(xp, member, result, reduction)
+        half = hasattr(xp, "float16") and hidden.dtype == xp.float16  # (Dask's has none; numpy's float64 == None)
+        overflowed = None if half else overflowed_rows(xp, member, result, reduction)
         if overflowed is not None:
             real, keep = masks = masks or _masks(xp, hidden, attention_mask, prompt_length)
             result = _refit_rows(xp, member, result, overflowed, (hidden, keep, real), reduction)
