@@ -75,7 +75,8 @@ def pool(
             real, keep = masks = masks or _masks(xp, hidden, attention_mask, prompt_length)
             result = reduce_rows(xp, member, work, keep, reduction, real=real)
         # (a float16 input's float32 sums cannot overflow: no check, no device sync, for half-precision models)
-        overflowed = None if hidden.dtype == getattr(xp, "float16", None) else overflowed_rows(xp, member, result, reduction)
+        half = hasattr(xp, "float16") and hidden.dtype == xp.float16  # (Dask's has none; numpy's float64 == None)
+        overflowed = None if half else overflowed_rows(xp, member, result, reduction)
         if overflowed is not None:
             real, keep = masks = masks or _masks(xp, hidden, attention_mask, prompt_length)
             result = _refit_rows(xp, member, result, overflowed, (hidden, keep, real), reduction)
@@ -112,7 +113,7 @@ def overflowed_rows(xp: Any, member: Pooling, result: Any, reduction: str) -> np
     paths keep their speed."""
     if result.dtype != xp.float32 or SPECS[member].running.under(reduction).statistic not in _SUMS:
         return None
-    if not readable_now(result) or not _holds_float64(xp, result):
+    if not readable_now(result) or not holds_float64(xp, result):
         return None
     if isinstance(result, np.ndarray) or (is_torch_tensor(result) and result.is_cpu):
         finite = np.isfinite(to_numpy(result))  # (a view: torch's own two calls cost ~3x more)
@@ -124,7 +125,7 @@ def overflowed_rows(xp: Any, member: Pooling, result: Any, reduction: str) -> np
 _SUMS = ("sum", "ranked_sum")
 
 
-def _holds_float64(xp: Any, x: Any) -> bool:
+def holds_float64(xp: Any, x: Any) -> bool:
     """Whether ``x``'s library and device have float64 to redo a sum in: not JAX without jax_enable_x64 (its
     float64 is float32, with a warning), torch on Apple's MPS (TypeError), nor a no-x64 array-api-strict."""
     if isinstance(x, np.ndarray):

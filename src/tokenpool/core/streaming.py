@@ -15,12 +15,12 @@ import numpy as np
 
 from ..errors import check_int, is_int
 from ._backends import device, namespace, readable_now
-from .pooling import check_data, check_options, work_dtypes
+from .pooling import check_data, check_options, holds_float64, work_dtypes
 from .reductions import rank_total, splade_activation, token_sum
 from .strategies import SPECS, Running, parse_combination
 
 _LAST_POSITION = int(np.iinfo(np.int64).max)  # positions are recorded as int64
-_SUMS = ("sum", "ranked_sum")  # the statistics that add tokens up (a float32 sum may overflow: `add`)
+_SUMS = ("sum", "ranked_sum")  # the statistics that add tokens up (a float32 sum may overflow: `_widen`)
 
 
 class RunningPool:
@@ -54,6 +54,8 @@ class RunningPool:
         self._xp, self._device, self._library = None, None, ""
         self._work: Any = None  # what activations are computed in: `pool`'s accumulation dtype for the blocks
         self._acc: Any = None  # what the statistics accumulate in
+        # (statistic, activation, unit) → a float64 sum beside a float32 one that overflowed (`_widen`)
+        self._wide: dict[tuple[str, str, int], Any] = {}
 
     def add(self, unit: int, tokens: Any, position: int = 0) -> None:
         """Fold in ``tokens`` (k×D): unit ``unit``'s tokens number ``position`` … ``position + k - 1``.
@@ -77,15 +79,12 @@ class RunningPool:
             if statistic == "last" and position + k - 1 <= self._last_at[unit]:
                 continue
             old = slot[unit]
-            acc = self._acc if old is None else old.dtype  # (float64 for a sum that overflowed float32)
-            part = self._part(statistic, activation, tokens, position, acc)
+            part = self._part(statistic, activation, tokens, position, self._acc)
             if old is None or statistic in ("first", "last"):
                 slot[unit] = part
             else:
                 slot[unit] = xp.maximum(old, part) if statistic == "max" else old + part
-            if self._overflowed(statistic, slot[unit]):  # the unit's sum goes on in float64, as `pool` redoes it
-                wide = self._part(statistic, activation, tokens, position, xp.float64)
-                slot[unit] = wide if old is None else xp.astype(old, xp.float64) + wide
+            self._widen((statistic, activation, unit), old, tokens, position)
         self._first_at[unit] = min(int(self._first_at[unit]), position)
         self._last_at[unit] = max(int(self._last_at[unit]), position + k - 1)
         self._rank_totals[unit] += int(rank_total(position, k))  # (exact: below 2^53)
@@ -142,15 +141,33 @@ class RunningPool:
         ranks = max(float(self._rank_totals[unit]), 1.0)
         divisor = {"count": count, "sqrt_count": math.sqrt(count), "rank_total": ranks}.get(rule.divisor)
         row = value if divisor is None else value / divisor
-        return row if row.dtype == self._acc else self._xp.astype(row, self._acc)  # (a float64 sum: `add`)
+        wide = self._wide.get((rule.statistic, rule.activation, unit))
+        if wide is None:
+            return row
+        with np.errstate(over="ignore"):  # (a mean/√n past float32's range is inf: the true answer, as `pool`'s)
+            redone = self._xp.astype(wide if divisor is None else wide / divisor, self._acc)
+        return self._xp.where(self._xp.isfinite(row), row, redone)  # (`pool`'s rule: finite values keep their bits)
+
+    def _widen(self, key: tuple[str, str, int], old: Any, tokens: Any, position: int) -> None:
+        """Add the block to the unit's float64 sum, which starts (from ``old``, the float32 sum before the block)
+        once its float32 sum holds NaN or inf: a float32 sum of values near 3.4e38 overflows where their mean
+        does not. Reading takes the float64 sum where the float32 one is not finite, as `pool` redoes rows."""
+        statistic, activation, unit = key
+        xp, wide = self._xp, self._wide.get(key)
+        if wide is None and not self._overflowed(statistic, self._state[statistic, activation][unit]):
+            return
+        part = self._part(statistic, activation, tokens, position, xp.float64)
+        if wide is None and old is not None:
+            wide = xp.astype(old, xp.float64)
+        self._wide[key] = part if wide is None else wide + part
 
     def _overflowed(self, statistic: str, total: Any) -> bool:
-        """Whether a float32 running sum holds NaN or inf (a float32 sum of values near 3.4e38 overflows where
-        their mean does not): one check of its D values, skipped where they cannot be read now."""
+        """Whether a float32 running sum holds NaN or inf: one check of its D values (on CUDA a synchronisation),
+        skipped where they cannot be read now or the library has no float64 to go on in (as `pool`'s redo)."""
         xp = self._xp
         if statistic not in _SUMS or total.dtype != xp.float32 or not readable_now(total):
             return False
-        return not bool(xp.all(xp.isfinite(total)))
+        return holds_float64(xp, total) and not bool(xp.all(xp.isfinite(total)))
 
     def _part(self, statistic: str, activation: str, tokens: Any, position: int, acc: Any) -> Any:
         """This block's contribution to one statistic, in ``acc``."""
