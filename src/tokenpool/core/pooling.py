@@ -27,7 +27,7 @@ from ._backends import (
 )
 from .masks import exclude_prompt, prepare_mask
 from .reductions import reduce_rows
-from .strategies import SPECS, Pooling, parse_combination
+from .strategies import SPECS, SUM_STATISTICS, Pooling, parse_combination
 
 SPLADE_REDUCTIONS = ("max", "sum")
 
@@ -111,7 +111,7 @@ def overflowed_rows(xp: Any, member: Pooling, result: Any, reduction: str) -> np
     its values cannot be read now, `readable_now`, or its library has no float64 to redo them in). A float32 sum
     of values near 3.4e38 overflows where their mean does not; one finite check, on the result only, so the fast
     paths keep their speed."""
-    if result.dtype != xp.float32 or SPECS[member].running.under(reduction).statistic not in _SUMS:
+    if result.dtype != xp.float32 or SPECS[member].running.under(reduction).statistic not in SUM_STATISTICS:
         return None
     if not readable_now(result) or not holds_float64(xp, result):
         return None
@@ -120,9 +120,6 @@ def overflowed_rows(xp: Any, member: Pooling, result: Any, reduction: str) -> np
         return None if finite.all() else np.flatnonzero(~finite.all(axis=-1))
     finite = to_numpy(xp.all(xp.isfinite(result), axis=-1))  # (one device→host copy of B flags)
     return None if finite.all() else np.flatnonzero(~finite)
-
-
-_SUMS = ("sum", "ranked_sum")
 
 
 def holds_float64(xp: Any, x: Any) -> bool:

@@ -77,6 +77,7 @@ def seed_call(member: Pooling, array: Any) -> Any:
 
 
 Statistic = Literal["first", "last", "sum", "ranked_sum", "max"]
+SUM_STATISTICS: tuple[Statistic, ...] = ("sum", "ranked_sum")  # the statistics that add tokens up (a float32 sum may overflow)
 Divisor = Literal["one", "count", "sqrt_count", "rank_total"]
 Activation = Literal["identity", "log1p_relu"]
 

@@ -17,10 +17,9 @@ from ..errors import check_int, is_int
 from ._backends import device, namespace, readable_now
 from .pooling import check_data, check_options, holds_float64, work_dtypes
 from .reductions import rank_total, splade_activation, token_sum
-from .strategies import SPECS, Running, parse_combination
+from .strategies import SPECS, SUM_STATISTICS, Running, parse_combination
 
 _LAST_POSITION = int(np.iinfo(np.int64).max)  # positions are recorded as int64
-_SUMS = ("sum", "ranked_sum")  # the statistics that add tokens up (a float32 sum may overflow: `_widen`)
 
 
 class RunningPool:
@@ -165,14 +164,14 @@ class RunningPool:
         """Whether a float32 running sum holds NaN or inf: one check of its D values (on CUDA a synchronisation),
         skipped where they cannot be read now or the library has no float64 to go on in (as `pool`'s redo)."""
         xp = self._xp
-        if statistic not in _SUMS or total.dtype != xp.float32 or not readable_now(total):
+        if statistic not in SUM_STATISTICS or total.dtype != xp.float32 or not readable_now(total):
             return False
         return holds_float64(xp, total) and not bool(xp.all(xp.isfinite(total)))
 
     def _part(self, statistic: str, activation: str, tokens: Any, position: int, acc: Any) -> Any:
         """This block's contribution to one statistic, in ``acc``."""
         xp = self._xp
-        if statistic in _SUMS:  # the activation goes on every token before summing
+        if statistic in SUM_STATISTICS:  # the activation goes on every token before summing
             values = self._activate(activation, tokens)
             if statistic == "sum":
                 return token_sum(xp, values, dtype=acc)  # (summed in acc: no float32 copy of a block)
