@@ -25,17 +25,22 @@ def test_serve_refuses_a_bad_pooling_combination_before_binding_or_loading():
 
 def test_half_precision_input_skips_the_overflow_check(monkeypatch):
     """Stop 66: the float32 overflow check (a device→host copy on CUDA) ran for float16 input too, whose float32
-    sums cannot overflow (65,504 per token); it is skipped there, and float32 input keeps it."""
+    sums cannot overflow (65,504 per token); it is skipped there, in `pool` and `pool_packed`, and float32 input
+    keeps it. Results are those of a float64 reference either way."""
     import numpy as np
 
     from tokenpool.core import pooling
+    from tokenpool.core.packed import pool_packed
 
-    calls = []
-    monkeypatch.setattr(pooling, "overflowed_rows", lambda *args: calls.append(args[1]))
-    mask = np.array([[1, 1, 0]])
-    hidden = np.arange(12, dtype=np.float32).reshape(1, 3, 4)
+    checked = []  # (`readable_now` is the check's first step past the float16 one)
+    monkeypatch.setattr(pooling, "readable_now", lambda x: checked.append(x.shape) or True)
+    tokens = np.arange(20, dtype=np.float32).reshape(5, 4)  # two packed rows: tokens 0-1 and 2-4
+    expected = np.stack([tokens[:2].astype(np.float64).mean(axis=0), tokens[2:].astype(np.float64).mean(axis=0)])
+    hidden = np.zeros((2, 3, 4), np.float32)
+    hidden[0, :2], hidden[1, :3] = tokens[:2], tokens[2:]
+    mask = np.array([[1, 1, 0], [1, 1, 1]])
     for dtype in (np.float16, np.float32):
-        expected = hidden[:, :2].astype(np.float64).mean(axis=1)  # the float64 reference
-        got = pooling.pool(hidden.astype(dtype), mask, "mean")
-        np.testing.assert_allclose(got, expected, rtol=1e-3)
-        assert len(calls) == (0 if dtype == np.float16 else 1), dtype
+        checked.clear()
+        np.testing.assert_allclose(pooling.pool(hidden.astype(dtype), mask, "mean"), expected, rtol=1e-3)
+        np.testing.assert_allclose(pool_packed(tokens.astype(dtype), np.array([0, 2, 5]), "mean"), expected, rtol=1e-3)
+        assert len(checked) == (0 if dtype == np.float16 else 2), (dtype, checked)

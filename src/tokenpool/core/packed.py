@@ -50,7 +50,7 @@ def pool_packed(
     plan = None if traced else fast.packed_plan(tokens, offsets, skip, work_dtype, lengths)
     parts = [plan.pool(member, reduction) if plan is not None else None for member in strategies]
     # no fast path, or a float32 sum past its range (`overflowed_rows`, which `pool` redoes): pad, then `pool`
-    if any(part is None or overflowed_rows(xp, member, part, reduction) is not None
+    if any(part is None or overflowed_rows(xp, member, part, reduction, tokens) is not None
            for member, part in zip(strategies, parts, strict=True)):  # fmt: skip
         hidden, mask = _pad(tokens, offsets, "right", 0.0, min_length=1)  # L ≥ 1 even if every row is empty
         return pool(hidden, mask, strategies, prompt_length=prompt_length, normalize=normalize,

@@ -74,9 +74,7 @@ def pool(
                 work = hidden if hidden.dtype == work_dtype else xp.astype(hidden, work_dtype)
             real, keep = masks = masks or _masks(xp, hidden, attention_mask, prompt_length)
             result = reduce_rows(xp, member, work, keep, reduction, real=real)
-        # (a float16 input's float32 sums cannot overflow: no check, no device sync, for half-precision models)
-        half = hasattr(xp, "float16") and hidden.dtype == xp.float16  # (Dask's has none; numpy's float64 == None)
-        overflowed = None if half else overflowed_rows(xp, member, result, reduction)
+        overflowed = overflowed_rows(xp, member, result, reduction, hidden)
         if overflowed is not None:
             real, keep = masks = masks or _masks(xp, hidden, attention_mask, prompt_length)
             result = _refit_rows(xp, member, result, overflowed, (hidden, keep, real), reduction)
@@ -106,12 +104,15 @@ def first_tokens(hidden: Any) -> Any:
     return copy_of(xp, hidden[..., 0, :])
 
 
-def overflowed_rows(xp: Any, member: Pooling, result: Any, reduction: str) -> np.ndarray | None:
+def overflowed_rows(xp: Any, member: Pooling, result: Any, reduction: str, source: Any) -> np.ndarray | None:
     """The rows of a float32 sum-based B×D ``result`` that hold NaN or inf, or None when there are none (or
     its values cannot be read now, `readable_now`, or its library has no float64 to redo them in). A float32 sum
     of values near 3.4e38 overflows where their mean does not; one finite check, on the result only, so the fast
-    paths keep their speed."""
+    paths keep their speed. Float16 ``source`` tokens are not checked: their float32 sums cannot overflow (no
+    device sync for half-precision models)."""
     if result.dtype != xp.float32 or SPECS[member].running.under(reduction).statistic not in SUM_STATISTICS:
+        return None
+    if hasattr(xp, "float16") and source.dtype == xp.float16:  # (Dask's has none; numpy's float64 == None)
         return None
     if not readable_now(result) or not holds_float64(xp, result):
         return None
