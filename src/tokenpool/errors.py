@@ -43,13 +43,13 @@ def check_int(
     return int(value)
 
 
-def check_bool(name: str, value: Any, *, or_none: bool = True) -> bool:
-    """``value`` as a bool when it is one (numpy's included: "no" is no False); TypeError naming ``name``
-    otherwise (``or_none``: the option also takes None, which its caller handles)."""
+def check_bool(name: str, value: Any, *, or_none: bool = True, error: type[Exception] = TypeError) -> bool:
+    """``value`` as a bool when it is one (numpy's included: "no" is no False); else ``error`` naming ``name``
+    (``or_none``: the option also takes None, which its caller handles)."""
     import numpy as np  # (here: the command line's --help loads no numpy)
 
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True{', False or None' if or_none else ' or False'}, got {value!r}")
+        raise error(f"{name} must be True{', False or None' if or_none else ' or False'}, got {value!r}")
     return bool(value)
 
 

@@ -67,10 +67,8 @@ class ServeSettings:
                               "HTTP header carries printable ASCII only (the openai client cannot send it, others send other "
                               "bytes), so every request would get 401; use letters, digits and punctuation")  # fmt: skip
         for name in ("strict_model_name", "auto_truncate"):  # a string ("false") would be true
-            try:  # (the project's one bool check; numpy's as Python's)
-                object.__setattr__(self, name, check_bool(name, getattr(self, name), or_none=False))
-            except TypeError as err:
-                raise OptionError(str(err)) from None
+            # (the project's one bool check; numpy's as Python's)
+            object.__setattr__(self, name, check_bool(name, getattr(self, name), or_none=False, error=OptionError))
         names = self.served_model_names
         if not isinstance(names, (list, tuple)):  # a string would be served as one name per character
             raise OptionError(f"served_model_names must be a list or tuple of names, got {names!r}")
