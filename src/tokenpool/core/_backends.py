@@ -79,6 +79,17 @@ def readable_now(x: Any) -> bool:
     return not (is_jax_tracer(x) or array_api_compat.is_dask_array(x))
 
 
+def holds_float64(xp: Any, x: Any) -> bool:
+    """Whether ``x``'s library and device have float64 to redo a sum in: not JAX without jax_enable_x64 (its
+    float64 is float32, with a warning), torch on Apple's MPS (TypeError), nor a no-x64 array-api-strict."""
+    if isinstance(x, np.ndarray):
+        return True
+    if is_torch_tensor(x):
+        return x.device.type != "mps"
+    info = getattr(xp, "__array_namespace_info__", None)
+    return info is None or "float64" in info().dtypes(device=device(x), kind="real floating")
+
+
 def namespace(x: Any) -> Any:
     """The Array API namespace of ``x`` (array-api-compat's wrapper for numpy/torch/CuPy/Dask); remembered per
     type for plain numpy arrays and torch tensors, which every pooling call asks about (~5 µs a time)."""

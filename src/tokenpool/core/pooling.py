@@ -14,6 +14,7 @@ from ._backends import (
     copy_of,
     default_float,
     device,
+    holds_float64,
     host_values,
     is_array,
     is_jax_tracer,
@@ -121,17 +122,6 @@ def overflowed_rows(xp: Any, member: Pooling, result: Any, reduction: str, sourc
         return None if finite.all() else np.flatnonzero(~finite.all(axis=-1))
     finite = to_numpy(xp.all(xp.isfinite(result), axis=-1))  # (one device→host copy of B flags)
     return None if finite.all() else np.flatnonzero(~finite)
-
-
-def holds_float64(xp: Any, x: Any) -> bool:
-    """Whether ``x``'s library and device have float64 to redo a sum in: not JAX without jax_enable_x64 (its
-    float64 is float32, with a warning), torch on Apple's MPS (TypeError), nor a no-x64 array-api-strict."""
-    if isinstance(x, np.ndarray):
-        return True
-    if is_torch_tensor(x):
-        return x.device.type != "mps"
-    info = getattr(xp, "__array_namespace_info__", None)
-    return info is None or "float64" in info().dtypes(device=device(x), kind="real floating")
 
 
 def _refit_rows(xp: Any, member: Pooling, result: Any, rows: np.ndarray, inputs: tuple, reduction: str) -> Any:

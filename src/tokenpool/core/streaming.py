@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import check_int, is_int
-from ._backends import device, namespace, readable_now
-from .pooling import check_data, check_options, holds_float64, work_dtypes
+from ._backends import device, holds_float64, namespace, readable_now
+from .pooling import check_data, check_options, work_dtypes
 from .reductions import rank_total, splade_activation, token_sum
 from .strategies import SPECS, SUM_STATISTICS, Running, parse_combination
 
