@@ -386,18 +386,18 @@ class Batcher:
         landed: set[tuple[int, int]] = set()
         try:
             self._forward(plan, computed, landed)
-        except Exception:
+        except Exception as err:
             if len(plan) == 1:
                 raise
-            logger.warning("a forward pass of %d requests failed: running each of them alone", len(plan))
+            logger.warning("a forward pass of %d requests failed (%s): running each alone", len(plan), one_line(err))
             for job, taken in plan:
                 rest = [i for i in taken if (id(job), i) not in landed]
                 try:
                     if rest and not job.done:
                         self._forward([(job, rest)], computed, landed)
-                except Exception as err:
-                    _log_failure(err)
-                    job.error = err
+                except Exception as failure:
+                    _log_failure(failure)
+                    job.error = failure
 
     def _forward(self, plan: list[tuple[Job, list[int]]], computed: list[tuple[Job, int]],
                  landed: set[tuple[int, int]]) -> None:  # fmt: skip
