@@ -353,14 +353,9 @@ class Batcher:
                 self._documents(*plan[0])
                 computed = owners
             else:
-                self._forward(plan, owners, computed)
+                self._forward_each(plan, computed)
         except Exception as err:  # a model failure answers the pass's unfinished requests with an error
-            if isinstance(err, Cancelled):  # `cancel` stopped a whole-document job between its window passes
-                logger.info("a cancelled request's documents stopped between window passes")
-            elif classify(err) == "bad_input":  # the client's mistake (a bad span, say): answered, not a server fault
-                logger.info("a request's input was refused in its forward pass: %s", one_line(err))
-            else:
-                logger.exception("a forward pass failed")
+            _log_failure(err)
             for job, _ in plan:
                 if not job.done:
                     job.error = err
@@ -384,16 +379,36 @@ class Batcher:
                                       tokens=sum(job.lengths[i] for job, i in computed), seconds=seconds,
                                       embedded=len(computed))  # fmt: skip
 
-    def _forward(self, plan: list[tuple[Job, list[int]]], owners: list[tuple[Job, int]],
-                 computed: list[tuple[Job, int]]) -> None:  # fmt: skip
-        """One pass over the planned rows of several jobs' tokens; each row lands (finished) in its job, and its
-        owner, when finite, in ``computed``."""
+    def _forward_each(self, plan: list[tuple[Job, list[int]]], computed: list[tuple[Job, int]]) -> None:
+        """`_forward`; when a pass of several jobs fails, each job's rows not landed yet run again in a pass of its
+        own, so that the job whose input made the pass fail fails alone (with the error, or a 4xx quoting its
+        input, that no other client should get) and the others get their rows."""
+        landed: set[tuple[int, int]] = set()
+        try:
+            self._forward(plan, computed, landed)
+        except Exception as err:
+            if len(plan) == 1:
+                raise
+            logger.warning("a forward pass of %d requests failed (%s): running each alone", len(plan), one_line(err))
+            for job, taken in plan:
+                rest = [i for i in taken if (id(job), i) not in landed]
+                try:
+                    if rest and not job.done:
+                        self._forward([(job, rest)], computed, landed)
+                except Exception as failure:
+                    _log_failure(failure)
+                    job.error = failure
+
+    def _forward(self, plan: list[tuple[Job, list[int]]], computed: list[tuple[Job, int]],
+                 landed: set[tuple[int, int]]) -> None:  # fmt: skip
+        """One pass over the planned rows of several jobs' tokens; each row lands (finished) in its job, its
+        ``(id(job), position)`` in ``landed`` and its owner, when finite, in ``computed``."""
         sparse = self.runner.is_sparse
+        owners = [(job, i) for job, taken in plan for i in taken]
         parts = [job.tokens.select(taken) for job, taken in plan]
         for indices, rows in self.runner.embed(type(parts[0]).concat(parts)):
             owned = [owners[g] for g in np.asarray(indices).tolist()]
             finite = np.isfinite(rows).all(axis=-1).tolist()
-            computed.extend(owner for owner, ok in zip(owned, finite, strict=True) if ok)  # (NaN: not embedded)
             alike: dict[Any, list[int]] = {}  # finish key → rows of the pass to finish together
             for k, (job, i) in enumerate(owned):
                 if not finite[k]:  # this request fails; the others in the pass go on
@@ -411,6 +426,8 @@ class Batcher:
             with self._cond:  # another worker's pass may hold inputs of the same jobs
                 for job, _ in owned:
                     job.left -= 1
+            landed.update((id(job), i) for job, i in owned)
+            computed.extend(owner for owner, ok in zip(owned, finite, strict=True) if ok)  # (NaN: not embedded)
 
     def _finished(self, rows: np.ndarray, owned: list[tuple[Job, int]]) -> None:
         """Rows of jobs of one finish key, finished in one call, each stored in its job. A failure there fails
@@ -452,3 +469,13 @@ class Batcher:
                 job.deliver(job)
             except Exception:  # a closed event loop, say: nobody is waiting any more
                 logger.debug("could not deliver a result", exc_info=True)
+
+
+def _log_failure(err: Exception) -> None:
+    """Log why a pass failed: at INFO when it is the client's doing (a cancel, bad input), else with its traceback."""
+    if isinstance(err, Cancelled):  # `cancel` stopped a whole-document job between its window passes
+        logger.info("a cancelled request's documents stopped between window passes")
+    elif classify(err) == "bad_input":  # the client's mistake (a bad span, say): answered, not a server fault
+        logger.info("a request's input was refused in its forward pass: %s", one_line(err))
+    else:
+        logger.exception("a forward pass failed", exc_info=err)
