@@ -382,21 +382,29 @@ class Batcher:
     def _forward_each(self, plan: list[tuple[Job, list[int]]], computed: list[tuple[Job, int]]) -> None:
         """`_forward`; when a pass of several jobs fails, each job's rows not landed yet run again in a pass of its
         own, so that the job whose input made the pass fail fails alone (with the error, or a 4xx quoting its
-        input, that no other client should get) and the others get their rows."""
+        input, that no other client should get) and the others get their rows. A cancelled job is not run again:
+        it gets the pass's error."""
         landed: set[tuple[int, int]] = set()
         try:
             self._forward(plan, computed, landed)
+            return
         except Exception as err:
             if len(plan) == 1:
                 raise
-            logger.warning("a forward pass of %d requests failed (%s): running each alone", len(plan), one_line(err))
-            for job, taken in plan:
-                rest = [i for i in taken if (id(job), i) not in landed]
-                try:
-                    if rest and not job.done:
-                        self._forward([(job, rest)], computed, landed)
-                except Exception as failure:
-                    _log_failure(failure)
+            shared = err  # (the passes below run outside this handler: their errors are not chained to it)
+        logger.warning("a forward pass of %d requests failed (%s): running each alone", len(plan), one_line(shared))
+        for job, taken in plan:
+            rest = [i for i in taken if (id(job), i) not in landed]
+            if not rest or job.done:
+                continue
+            if job.cancelled:  # its client went away: nothing more is run for it
+                job.error = shared
+                continue
+            try:
+                self._forward([(job, rest)], computed, landed)
+            except Exception as failure:
+                _log_failure(failure)
+                if not job.done:  # as in a pass of its own: a NaN row's error stays, a job whose rows all landed ends
                     job.error = failure
 
     def _forward(self, plan: list[tuple[Job, list[int]]], computed: list[tuple[Job, int]],
