@@ -54,7 +54,7 @@ def test_a_request_that_fails_the_shared_forward_pass_does_not_fail_the_others(e
         jobs = [_submit(batcher, texts) for texts in (["fine words"], ["boom here", "and more"], ["x", "y z"])]
         for _, done in jobs:
             assert done.wait(20)
-        assert len(runner.passes) == 2  # (the pass that failed, then each request alone: two passes ran)
+        assert len(runner.passes) == 2  # (the fake records passes that succeed: each request alone, two passes)
         (good, _), (bad, _), (other, _) = jobs
         assert bad.error is error
         assert good.error is None and other.error is None
