@@ -224,3 +224,19 @@ def test_bm25_scores_equal_bm25s_own(spec):
         known = [t for t in terms if t in tokens.vocab]
         expected = index.get_scores(known) if known else np.zeros(len(CORPUS))
         np.testing.assert_allclose(ours[q], expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling", ["mean+splade", "cls,splade+max"])
+def test_evaluate_refuses_an_uncombinable_pooling_before_the_model_loads(tmp_path, capsys, pooling):
+    """`--pooling mean+splade` can pool no model (SPLADE pools logits, alone): refused as an unknown name is,
+    before the model loads (it loaded the model first, and a folder that is no model was named instead)."""
+    pytest.importorskip("torch")
+    from clitools import assert_one_error_line
+
+    from tokenpool import cli
+
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("score\ts1\ts2\n1\ta cat\ta dog\n3\tthe sun\tthe sun shines\n", encoding="utf-8")
+    (tmp_path / "no-model").mkdir()
+    code = cli.main(["evaluate", str(pairs), "--model", str(tmp_path / "no-model"), "--pooling", pooling])
+    assert_one_error_line(code, capsys.readouterr().err, "'splade' pools MLM logits and cannot be combined")
