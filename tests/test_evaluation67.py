@@ -240,3 +240,73 @@ def test_evaluate_refuses_an_uncombinable_pooling_before_the_model_loads(tmp_pat
     (tmp_path / "no-model").mkdir()
     code = cli.main(["evaluate", str(pairs), "--model", str(tmp_path / "no-model"), "--pooling", pooling])
     assert_one_error_line(code, capsys.readouterr().err, "'splade' pools MLM logits and cannot be combined")
+
+
+def test_hybrid_rows_fuse_bm25_and_dense_rows_as_defined(tmp_path, tiny):
+    """`evaluate_retrieval(modes="hybrid:truncate")`: its two hybrid rows are the plain-loop fusions of its BM25
+    row (documents sharing a term only) and its dense row — RRF with the given k, interpolation with BM25 weighing
+    ``hybrid_weight`` and the dense run 1 − w, ties by document id as trec_eval — scored by the trec_eval loop."""
+    pytest.importorskip("torch")
+    pytest.importorskip("bm25s")
+    from tokenpool.evaluation.retrieval import evaluate_retrieval
+    from tokenpool.evaluation.search import tie_ranks
+
+    words = [
+        "apple pie",
+        "pear tart",
+        "apple",
+        "plum",
+        "apple pear",
+        "fig",
+        "tart apple pear",
+        "pie",
+        "zz",
+        "pear",
+    ]
+    doc_ids = ["d3", "d10", "d1", "d2", "x", "d4", "b", "a", "d9", "é"]
+    folder = tmp_path / "set"
+    folder.mkdir()
+    corpus = "".join(f'{{"_id": "{d}", "text": "{w}"}}\n' for d, w in zip(doc_ids, words, strict=True))
+    (folder / "corpus.jsonl").write_text(corpus, encoding="utf-8")
+    queries = ["apple", "pear tart", "plum fig", "nothing"]
+    (folder / "queries.jsonl").write_text(
+        "".join(f'{{"_id": "q{i}", "text": "{q}"}}\n' for i, q in enumerate(queries))
+    )
+    qrels = {
+        "q0": {"d3": 2, "x": 1, "d1": 0},
+        "q1": {"d10": 1, "é": 3},
+        "q2": {"d2": 1, "d4": 1},
+        "q3": {"zz": 0},
+    }
+    lines = [f"{q}\t{d}\t{g}\n" for q, judged in qrels.items() for d, g in judged.items() if d in doc_ids]
+    (folder / "qrels.tsv").write_text("".join(lines), encoding="utf-8")
+    qrels["q3"] = {}
+    result = evaluate_retrieval(
+        folder, str(tiny), pooling="mean", modes="hybrid:truncate", rrf_k=2.5, hybrid_weight=0.3
+    )
+    ties = tie_ranks(doc_ids)
+    bm25, dense = result.row(mode="bm25"), result.row("mean", mode="truncate")
+    sides = [(r.ranking.indices, r.ranking.scores) for r in (bm25, dense)]
+    assert (bm25.ranking.scores[bm25.ranking.indices >= 0] > 0).all()
+
+    def scaled(i, q, rank, value, row):
+        found = [float(v) for v in row if np.isfinite(v)]
+        low, high = min(found), max(found)
+        return (0.3, 0.7)[i] * ((float(value) - low) / (high - low) if high > low else 1.0)
+
+    expected = {
+        "mean, rrf k=2.5": fused_plain(
+            sides, ties, 100, lambda i, q, rank, value, row: 1 / (Fraction(5, 2) + rank)
+        ),
+        "mean, bm25 weight 0.3": [
+            sorted(((d, np.float32(t)) for d, t in top), key=lambda item: (-item[1], -ties[item[0]]))
+            for top in fused_plain(sides, ties, 100, scaled)
+        ],
+    }
+    for name, fused in expected.items():
+        row = result.row(name, mode="hybrid:truncate")
+        for q, top in enumerate(fused):
+            ranked = [doc_ids[d] for d, _ in top]
+            assert [doc_ids[d] for d in row.ranking.indices[q] if d >= 0] == ranked
+            for metric, value in plain_metrics(ranked, qrels[f"q{q}"]).items():
+                assert row.per_query[metric][q] == pytest.approx(value, abs=1e-12), (name, q, metric)
