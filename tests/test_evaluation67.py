@@ -310,3 +310,27 @@ def test_hybrid_rows_fuse_bm25_and_dense_rows_as_defined(tmp_path, tiny):
             assert [doc_ids[d] for d in row.ranking.indices[q] if d >= 0] == ranked
             for metric, value in plain_metrics(ranked, qrels[f"q{q}"]).items():
                 assert row.per_query[metric][q] == pytest.approx(value, abs=1e-12), (name, q, metric)
+
+
+@pytest.mark.parametrize("precision", ["int8", "uint8,binary"])
+@pytest.mark.parametrize("folder", [False, True])
+def test_evaluate_refuses_a_calibration_size_of_one_before_the_model_loads(
+    tmp_path, capsys, precision, folder
+):
+    """`evaluate --precision int8 --calibration-size 1` ran the model over every sentence or document before it
+    said "cannot calibrate ... on the first 1 ...": refused first, as `embed` refuses it (one rule, EncodeRequest's)."""
+    from clitools import assert_one_error_line, tiny_beir
+
+    from tokenpool import cli
+
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("score\ts1\ts2\n1\ta cat\ta dog\n3\tthe sun\tthe sun shines\n", encoding="utf-8")
+    data = tiny_beir(tmp_path / "set") if folder else pairs
+    (tmp_path / "no-model").mkdir()
+    argv = ["evaluate", str(data), "--model", str(tmp_path / "no-model"), "--precision", precision]
+    code = cli.main([*argv, "--calibration-size", "1"])
+    assert_one_error_line(
+        code, capsys.readouterr().err, "--calibration-size must be at least 2 (texts), got 1"
+    )
+    code = cli.main([*argv, "--calibration-size", "2"])  # (2 passes: the model folder is what is refused)
+    assert_one_error_line(code, capsys.readouterr().err, "no-model")
