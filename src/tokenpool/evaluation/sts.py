@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..core.sparse import SparseRows
-from ..core.strategies import parse_strategies, split_names, strategy_names
+from ..core.strategies import parse_combination, parse_strategies, split_names, strategy_names
 from ..errors import CorpusError, parse_number
 from ..io.readers import csv_lines, csv_rows, open_binary, where
 from .common import encode_every_way, plot_file, pooling_name, text_table, unit_rows
@@ -226,11 +226,12 @@ def cosine_rows(a: Any, b: Any) -> np.ndarray:
 
 
 def strategy_labels(spec: str, sparse: bool = False) -> list[str]:
-    """``all`` → every strategy that fits the model; otherwise the comma-separated names (``a+b`` concatenates)."""
+    """``all`` → every strategy that fits the model; otherwise the comma-separated names (``a+b`` concatenates,
+    checked combinable: "mean+splade" was refused only after the model loaded)."""
     if spec.strip().lower() == "all":
         return ["splade"] if sparse else list(DENSE_STRATEGIES)
     parts = split_names(spec, separators=",")
-    labels = list(dict.fromkeys("+".join(m.value for m in parse_strategies(part)) for part in parts))
+    labels = list(dict.fromkeys("+".join(m.value for m in parse_combination(part)) for part in parts))
     if not labels:
         raise ValueError("no pooling strategy given; use --pooling all or names such as mean,cls")
     return labels
