@@ -284,11 +284,22 @@ def check_side_file(job: EmbedJob, path: Path, why: str) -> None:
         raise CorpusError(f"{where(path)}: {why}; name another output file")
 
 
-def check_index(job: EmbedJob, out_fmt: str, schema: RowSchema, what: str) -> None:
+def check_index(job: EmbedJob, out_fmt: str, schema: RowSchema) -> None:
     """The row index an .npy output writes beside it is neither the input nor a file tokenpool did not write
     (an earlier run's index is replaced)."""
     if out_fmt == "npy":
-        check_replaceable(lines_file_for(job.output, schema.sidecar), row_head_of(schema), what)
+        index = lines_file_for(job.output, schema.sidecar)
+        check_replaceable(index, *side_files_of(job.output)[index])
+
+
+def side_files_of(output: str | os.PathLike[str]) -> dict[Path, tuple[Callable[[bytes], bool], str]]:
+    """Every side file a job writes beside ``output`` (or removes: an earlier run's, of any kind), with how its
+    first 64 KiB show it is tokenpool's and what messages call it."""
+    return {
+        lines_file_for(output): (is_lines_file, "line-numbers file (--skip-empty)"),
+        calibration_file_for(output): (is_calibration_head, "calibration file"),
+        **{lines_file_for(output, schema.sidecar): (row_head_of(schema), what) for what, schema in row_indexes().items()},
+    }
 
 
 def row_head_of(schema: RowSchema) -> Callable[[bytes], bool]:
@@ -725,10 +736,13 @@ def assemble(
     # an earlier run's side files (any kind's: line numbers, row indexes, calibration) go before the output is
     # replaced, unless they hold what this run writes there; this run's come after it. A kill between leaves the
     # output without them (--resume puts them there), never beside rows they do not describe. Each is removed
-    # only when it is tokenpool's (checked before the run where this run replaces it), never another file.
+    # or replaced only when it is tokenpool's (checked again here: a file may have been put there meanwhile).
     same = {final for new, final in written if _head(final) is not None and filecmp.cmp(new, final, shallow=False)}
-    sides = [(lines_file_for(output), is_lines_file), (calibration_file_for(output), is_calibration_head)]
-    for path, ours in sides + [(lines_file_for(output, s.sidecar), row_head_of(s)) for s in row_indexes().values()]:
+    sides = side_files_of(output)
+    for _, final in written:
+        if final not in same:
+            check_replaceable(final, *sides[final])
+    for path, (ours, _) in sides.items():
         if path not in same and (head := _head(path)) is not None and ours(head):
             path.unlink()
     replace_synced(tmp, output)
