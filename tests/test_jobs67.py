@@ -3,6 +3,7 @@ held, an uninterrupted run's output)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,47 @@ def test_a_file_put_at_a_side_file_name_while_the_job_runs_is_not_overwritten(ru
     assert out.read_bytes() == whole.read_bytes()
     assert side.read_bytes() == Path(f"{whole}{suffix}").read_bytes() != USER_BYTES
 
+
+def _no_model(*args, **kwargs):
+    raise AssertionError("the model was loaded")
+
+
+def test_an_output_in_a_folder_that_cannot_be_written_is_refused_before_the_model_loads(run, tmp_path, monkeypatch):
+    """OUT in a folder the job cannot write (a read-only file system, a folder of another user's) was found only
+    once the model had loaded (minutes, for a large one) and the work folder could not be made. The check before
+    the model loads refuses it now, naming the folder, as it refuses a folder that does not exist."""
+
+    from tokenpool.cli import common
+    from tokenpool.errors import CorpusError
+    from tokenpool.jobs import EmbedJob, check_job
+
+    src, folder = tmp_path / "in.txt", tmp_path / "shelf"
+    src.write_text("hello\nworld\n")
+    folder.mkdir()
+    out = folder / "out.npy"
+    access = os.access
+    # the OS's answer for a read-only mount (EROFS: root too) or a folder without write permission
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: access(path, mode, **kw) and not (
+        Path(path) == folder and mode & os.W_OK))  # fmt: skip
+    monkeypatch.setattr(common, "build_encoder", _no_model)
+    code, _, err = run("embed", src, "-o", out, "-q")
+    assert_one_error_line(code, err, str(out), f"folder {folder}", "cannot be written")
+    with pytest.raises(CorpusError, match="cannot be written"):
+        check_job(EmbedJob(str(src), str(out)))
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes a folder of mode 0o555")
+def test_an_output_in_a_read_only_folder_is_refused_before_the_model_loads(tmp_path):
+    """The same, with a real folder of mode 0o555 (not as root, who may write it)."""
+    from tokenpool.errors import CorpusError
+    from tokenpool.jobs import EmbedJob, check_job
+
+    src, folder = tmp_path / "in.txt", tmp_path / "shelf"
+    src.write_text("hello\n")
+    folder.mkdir(mode=0o555)
+    try:
+        with pytest.raises(CorpusError, match="cannot be written"):
+            check_job(EmbedJob(str(src), str(folder / "out.npy")))
+    finally:
+        folder.chmod(0o755)

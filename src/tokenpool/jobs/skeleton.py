@@ -229,8 +229,8 @@ def check_common(job: EmbedJob) -> JobFormats:
 
 def _check_output_place(job: EmbedJob) -> Path:
     """OUT as a path, after checking that a file may be renamed onto it: a name short enough for the job's work
-    folder, no folder, pipe, socket or device there, and its folder exists (a symlink at OUT is replaced, not
-    followed)."""
+    folder, no folder, pipe, socket or device there, and its folder exists and may be written (a symlink at OUT
+    is replaced, not followed)."""
     check_output_name(job.output)
     out = Path(job.output)
     if out.is_dir():
@@ -241,6 +241,9 @@ def _check_output_place(job: EmbedJob) -> Path:
     if not out.parent.is_dir():
         why = "is not a folder" if out.parent.exists() else "does not exist"
         raise CorpusError(f"{where(job.output)}: folder {where(out.parent)} {why}")
+    if not os.access(out.parent, os.W_OK | os.X_OK):  # (the work folder and OUT are made there)
+        raise CorpusError(f"{where(job.output)}: folder {where(out.parent)} cannot be written (no permission, or a "
+                          f"read-only file system)")  # fmt: skip
     return out
 
 
