@@ -4,6 +4,7 @@ held, an uninterrupted run's output)."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,44 @@ def test_an_output_in_a_read_only_folder_is_refused_before_the_model_loads(tmp_p
             check_job(EmbedJob(str(src), str(folder / "out.npy")))
     finally:
         folder.chmod(0o755)
+
+
+def test_a_partial_run_without_resume_is_refused_before_the_model_loads(run, tmp_path, monkeypatch):
+    """A rerun that forgot --resume (or met another program's folder at OUT.tokenpool-partial) loaded the model
+    first, then was refused; it is refused before, with the same line, the folder untouched."""
+    from tokenpool.cli import common
+
+    src, out = tmp_path / "in.txt", tmp_path / "out.npy"
+    src.write_bytes(b"".join(b"line %d of the corpus\n" % i for i in range(6)) + b"\xff bad\n")
+    code, _, err = run("embed", src, "-o", out, "--chunk-size", 2, "-q")
+    assert code == 2 and "line 7" in err, err
+    work = Path(f"{out}.tokenpool-partial")
+    before = {p.name: p.read_bytes() for p in work.iterdir()}
+    monkeypatch.setattr(common, "build_encoder", _no_model)
+    code, _, err = run("embed", src, "-o", out, "--chunk-size", 2, "-q")
+    assert_one_error_line(code, err, f"{work} holds a partial run (6 records done); pass --resume")
+    assert {p.name: p.read_bytes() for p in work.iterdir()} == before
+
+    other = Path(f"{tmp_path / 'other.npy'}.tokenpool-partial")
+    other.mkdir()
+    code, _, err = run("embed", src, "-o", tmp_path / "other.npy", "-q")
+    assert_one_error_line(code, err, f"{other} exists but is not a tokenpool work folder")
+    assert list(other.iterdir()) == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no advisory lock on Windows")
+def test_a_second_job_on_an_output_being_written_is_refused_before_the_model_loads(run, tmp_path, monkeypatch):
+    """Two jobs on one output: the second loaded its model, then met the first one's lock. It meets it before
+    now (one line, exit 2), and the first job's folder is untouched."""
+    from tokenpool.cli import common
+    from tokenpool.io.workdir import WorkDir
+
+    src, out = tmp_path / "in.txt", tmp_path / "out.npy"
+    src.write_text("hello\nworld\n")
+    monkeypatch.setattr(common, "build_encoder", _no_model)
+    with WorkDir(out) as first:  # what the first job holds while it runs
+        before = sorted(p.name for p in first.path.iterdir())
+        for resume in ([], ["--resume"]):
+            code, _, err = run("embed", src, "-o", out, "-q", *resume)
+            assert_one_error_line(code, err, f"another tokenpool process is writing {out}")
+        assert sorted(p.name for p in first.path.iterdir()) == before

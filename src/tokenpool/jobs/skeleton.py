@@ -44,7 +44,15 @@ from ..io.readers import (
 )
 from ..io.rows import RAGGED, Parts, RowSchema
 from ..io.storage import calibration_file_for
-from ..io.workdir import MANIFEST_VERSION, WORK_SUFFIX, WorkDir, beside, check_output_name, work_dir_for
+from ..io.workdir import (
+    MANIFEST_VERSION,
+    WORK_SUFFIX,
+    WorkDir,
+    beside,
+    check_output_name,
+    check_work_dir,
+    work_dir_for,
+)
 from ..io.writers import WRITERS, RowStream, replace_synced, sync
 from ..model.folders import code_repo_files
 from ..model.hub import TOKENIZER_NAMES, TOKENIZER_SUFFIXES
@@ -224,6 +232,10 @@ def check_common(job: EmbedJob) -> JobFormats:
     if folder is not None:  # the job owning that folder deletes the files it names there (output.jsonl, ...)
         raise CorpusError(f"{where(job.output)}: the output would lie inside the tokenpool work folder "
                           f"{where(folder)}; name another output")  # fmt: skip
+    if check_work_dir(work):  # (refused before a model loads: another program's folder or job, a partial run)
+        existing = WorkDir(job.output)
+        existing.check_unlocked()
+        partial_run(existing, job.resume)
     return JobFormats(in_fmt, out_fmt)
 
 
@@ -298,11 +310,13 @@ def check_index(job: EmbedJob, out_fmt: str, schema: RowSchema) -> None:
 def side_files_of(output: str | os.PathLike[str]) -> dict[Path, tuple[Callable[[bytes], bool], str]]:
     """Every side file a job writes beside ``output`` (or removes: an earlier run's, of any kind), with how its
     first 64 KiB show it is tokenpool's and what messages call it."""
-    return {
+    sides = {
         lines_file_for(output): (is_lines_file, "line-numbers file (--skip-empty)"),
         calibration_file_for(output): (is_calibration_head, "calibration file"),
-        **{lines_file_for(output, schema.sidecar): (row_head_of(schema), what) for what, schema in row_indexes().items()},
     }
+    for what, schema in row_indexes().items():
+        sides[lines_file_for(output, schema.sidecar)] = (row_head_of(schema), what)
+    return sides
 
 
 def row_head_of(schema: RowSchema) -> Callable[[bytes], bool]:
@@ -462,12 +476,7 @@ def open_manifest(
 ) -> dict[str, Any]:
     """A fresh manifest, or the partial run's after checking that --resume was asked, the options are the
     same, and every chunk it will reuse is intact (before any new work)."""
-    manifest = work.read_manifest()
-    if manifest is not None and not job.resume:
-        raise CorpusError(
-            f"{where(work.path)} holds a partial run ({manifest['records_done']} records done); pass --resume "
-            f"to continue it, or delete that folder to start over"
-        )
+    manifest = partial_run(work, job.resume)
     if manifest is None:
         work.clear()
         manifest = {
@@ -495,6 +504,17 @@ def open_manifest(
             pass
     manifest["runs"] += 1
     manifest["runtime"] = runtime
+    return manifest
+
+
+def partial_run(work: WorkDir, resume: bool) -> dict[str, Any] | None:
+    """The manifest of the partial run in ``work`` (None: none), which only ``resume`` continues."""
+    manifest = work.read_manifest()
+    if manifest is not None and not resume:
+        raise CorpusError(
+            f"{where(work.path)} holds a partial run ({manifest['records_done']} records done); pass --resume "
+            f"to continue it, or delete that folder to start over"
+        )
     return manifest
 
 
