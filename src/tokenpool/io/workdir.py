@@ -125,17 +125,29 @@ class WorkDir:
             self._create()
         self._lock = open(self.path / "lock", "a+b")  # noqa: SIM115 - held until __exit__
         try:
+            self._take_lock(self._lock, exclusive=True)
+        except CorpusError:
+            self.__exit__()
+            raise
+        return self
+
+    def check_unlocked(self) -> None:
+        """`CorpusError` when another process holds the folder's lock (writes its output): a probe, taking and
+        releasing a shared lock on its lock file, for the check before a model loads."""
+        with contextlib.suppress(FileNotFoundError), open(self.path / "lock", "rb") as fh:
+            self._take_lock(fh, exclusive=False)
+
+    def _take_lock(self, fh: Any, exclusive: bool) -> None:
+        try:
             import fcntl
         except ImportError:  # Windows: no advisory lock, the user must not run two jobs on one output
-            return self
+            return
         try:
-            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh.fileno(), (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except OSError:
-            self.__exit__()
             raise CorpusError(
                 f"another tokenpool process is writing {where(self.output)} (lock held on {where(self.path)})"
             ) from None
-        return self
 
     def _create(self) -> None:
         """Make the folder under a temporary name, mark it as ours, then give it its final name (synced: the

@@ -38,7 +38,7 @@ def check(job: EmbedJob, formats: JobFormats) -> None:
         )
     spec = parse_chunks(job.request.chunks)
     check_row_output(formats.output, "--chunks")
-    check_index(job, formats.output, chunk_rows(0), "chunk index")
+    check_index(job, formats.output, chunk_rows(0))
     if spec == "spans":
         check_spans_input(formats.input)
     records = iter_records(job.input, formats.input, field=job.field, column=job.column, extras=_extras(job, spec))

@@ -22,7 +22,6 @@ from ..core.quantize import (
     Calibration,
     code_dtype,
     code_width,
-    is_calibration_head,
     quantize,
 )
 from ..errors import CorpusError
@@ -41,10 +40,10 @@ from .skeleton import (
     JobFormats,
     Kind,
     check_replaceable,
-    is_lines_file,
     lines_file_for,
     named_lines,
     sample_entry,
+    side_files_of,
 )
 
 
@@ -58,10 +57,11 @@ def check(job: EmbedJob, formats: JobFormats) -> None:
         check_readable(str(calibration))
     given_sidecar = is_given_file(calibration, sidecar)  # read, then kept (`Pooled.side_files`)
     writes = job.request.precision in CALIBRATED_PRECISIONS or calibration is not None  # (passed along: written)
+    sides = side_files_of(job.output)
     if writes and not given_sidecar:  # (`check_common`: not the input)
-        check_replaceable(sidecar, is_calibration_head, "calibration file")
+        check_replaceable(sidecar, *sides[sidecar])
     if job.skip_empty:
-        check_replaceable(lines_file_for(job.output), is_lines_file, "line-numbers file (--skip-empty)")
+        check_replaceable(lines_file_for(job.output), *sides[lines_file_for(job.output)])
     if formats.output == "npz" and job.request.decoded_tokens:
         raise CorpusError("--tokens needs a .parquet or .jsonl output (a scipy .npz holds numbers only)")
 

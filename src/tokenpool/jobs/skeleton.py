@@ -44,7 +44,15 @@ from ..io.readers import (
 )
 from ..io.rows import RAGGED, Parts, RowSchema
 from ..io.storage import calibration_file_for
-from ..io.workdir import MANIFEST_VERSION, WORK_SUFFIX, WorkDir, beside, check_output_name, work_dir_for
+from ..io.workdir import (
+    MANIFEST_VERSION,
+    WORK_SUFFIX,
+    WorkDir,
+    beside,
+    check_output_name,
+    check_work_dir,
+    work_dir_for,
+)
 from ..io.writers import WRITERS, RowStream, replace_synced, sync
 from ..model.folders import code_repo_files
 from ..model.hub import TOKENIZER_NAMES, TOKENIZER_SUFFIXES
@@ -224,13 +232,17 @@ def check_common(job: EmbedJob) -> JobFormats:
     if folder is not None:  # the job owning that folder deletes the files it names there (output.jsonl, ...)
         raise CorpusError(f"{where(job.output)}: the output would lie inside the tokenpool work folder "
                           f"{where(folder)}; name another output")  # fmt: skip
+    if check_work_dir(work):  # (refused before a model loads: another program's folder or job, a partial run)
+        existing = WorkDir(job.output)
+        existing.check_unlocked()
+        partial_run(existing, job.resume)
     return JobFormats(in_fmt, out_fmt)
 
 
 def _check_output_place(job: EmbedJob) -> Path:
     """OUT as a path, after checking that a file may be renamed onto it: a name short enough for the job's work
-    folder, no folder, pipe, socket or device there, and its folder exists (a symlink at OUT is replaced, not
-    followed)."""
+    folder, no folder, pipe, socket or device there, and its folder exists and may be written (a symlink at OUT
+    is replaced, not followed)."""
     check_output_name(job.output)
     out = Path(job.output)
     if out.is_dir():
@@ -241,6 +253,9 @@ def _check_output_place(job: EmbedJob) -> Path:
     if not out.parent.is_dir():
         why = "is not a folder" if out.parent.exists() else "does not exist"
         raise CorpusError(f"{where(job.output)}: folder {where(out.parent)} {why}")
+    if not os.access(out.parent, os.W_OK | os.X_OK):  # (the work folder and OUT are made there)
+        raise CorpusError(f"{where(job.output)}: folder {where(out.parent)} cannot be written (no permission, or a "
+                          f"read-only file system)")  # fmt: skip
     return out
 
 
@@ -284,11 +299,24 @@ def check_side_file(job: EmbedJob, path: Path, why: str) -> None:
         raise CorpusError(f"{where(path)}: {why}; name another output file")
 
 
-def check_index(job: EmbedJob, out_fmt: str, schema: RowSchema, what: str) -> None:
+def check_index(job: EmbedJob, out_fmt: str, schema: RowSchema) -> None:
     """The row index an .npy output writes beside it is neither the input nor a file tokenpool did not write
     (an earlier run's index is replaced)."""
     if out_fmt == "npy":
-        check_replaceable(lines_file_for(job.output, schema.sidecar), row_head_of(schema), what)
+        index = lines_file_for(job.output, schema.sidecar)
+        check_replaceable(index, *side_files_of(job.output)[index])
+
+
+def side_files_of(output: str | os.PathLike[str]) -> dict[Path, tuple[Callable[[bytes], bool], str]]:
+    """Every side file a job writes beside ``output`` (or removes: an earlier run's, of any kind), with how its
+    first 64 KiB show it is tokenpool's and what messages call it."""
+    sides = {
+        lines_file_for(output): (is_lines_file, "line-numbers file (--skip-empty)"),
+        calibration_file_for(output): (is_calibration_head, "calibration file"),
+    }
+    for what, schema in row_indexes().items():
+        sides[lines_file_for(output, schema.sidecar)] = (row_head_of(schema), what)
+    return sides
 
 
 def row_head_of(schema: RowSchema) -> Callable[[bytes], bool]:
@@ -448,12 +476,7 @@ def open_manifest(
 ) -> dict[str, Any]:
     """A fresh manifest, or the partial run's after checking that --resume was asked, the options are the
     same, and every chunk it will reuse is intact (before any new work)."""
-    manifest = work.read_manifest()
-    if manifest is not None and not job.resume:
-        raise CorpusError(
-            f"{where(work.path)} holds a partial run ({manifest['records_done']} records done); pass --resume "
-            f"to continue it, or delete that folder to start over"
-        )
+    manifest = partial_run(work, job.resume)
     if manifest is None:
         work.clear()
         manifest = {
@@ -481,6 +504,17 @@ def open_manifest(
             pass
     manifest["runs"] += 1
     manifest["runtime"] = runtime
+    return manifest
+
+
+def partial_run(work: WorkDir, resume: bool) -> dict[str, Any] | None:
+    """The manifest of the partial run in ``work`` (None: none), which only ``resume`` continues."""
+    manifest = work.read_manifest()
+    if manifest is not None and not resume:
+        raise CorpusError(
+            f"{where(work.path)} holds a partial run ({manifest['records_done']} records done); pass --resume "
+            f"to continue it, or delete that folder to start over"
+        )
     return manifest
 
 
@@ -725,10 +759,13 @@ def assemble(
     # an earlier run's side files (any kind's: line numbers, row indexes, calibration) go before the output is
     # replaced, unless they hold what this run writes there; this run's come after it. A kill between leaves the
     # output without them (--resume puts them there), never beside rows they do not describe. Each is removed
-    # only when it is tokenpool's (checked before the run where this run replaces it), never another file.
+    # or replaced only when it is tokenpool's (checked again here: a file may have been put there meanwhile).
     same = {final for new, final in written if _head(final) is not None and filecmp.cmp(new, final, shallow=False)}
-    sides = [(lines_file_for(output), is_lines_file), (calibration_file_for(output), is_calibration_head)]
-    for path, ours in sides + [(lines_file_for(output, s.sidecar), row_head_of(s)) for s in row_indexes().values()]:
+    sides = side_files_of(output)
+    for _, final in written:
+        if final not in same:
+            check_replaceable(final, *sides[final])
+    for path, (ours, _) in sides.items():
         if path not in same and (head := _head(path)) is not None and ours(head):
             path.unlink()
     replace_synced(tmp, output)

@@ -23,7 +23,7 @@ SPAN_GROUP = 64  # records whose tokens are looked up in one call (the tokenizer
 def check(job: EmbedJob, formats: JobFormats) -> None:
     """The token-row options and the sidecar ``OUT.tokens.jsonl`` (an .npy output replaces it)."""
     check_row_output(formats.output, "--token-vectors")
-    check_index(job, formats.output, token_rows(0), "token index")
+    check_index(job, formats.output, token_rows(0))
     if is_regular_file(job.input):  # (stdin: each id is checked as the run reads it)
         records = iter_records(job.input, formats.input, field=job.field, column=job.column, extras=(job.id_field,))
         for _ in id_checked(records, job):
