@@ -1,0 +1,110 @@
+"""Stop 67, core pooling math: torch.compile(fullgraph=True) with integer/float masks (item 1), the streamed
+finiteness check (item 2), and a demanding user's inputs against a float64 loop reference (item 3)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import tokenpool
+
+torch = pytest.importorskip("torch")
+
+# rows with holes, left padding, an empty row and a full row
+_MASK = [[1, 1, 0, 1, 0, 1], [0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1]]
+
+
+def _reference(hidden: np.ndarray, mask: np.ndarray, strategy: str) -> np.ndarray:
+    """A float64 loop over each row's real tokens (zeros for a row without any)."""
+    out = np.zeros((hidden.shape[0], hidden.shape[2]))
+    for i in range(hidden.shape[0]):
+        tokens = hidden[i][np.asarray(mask[i]) != 0].astype(np.float64)
+        if len(tokens) == 0:
+            continue
+        if strategy == "mean":
+            out[i] = tokens.mean(0)
+        elif strategy == "max":
+            out[i] = tokens.max(0)
+        elif strategy == "lasttoken":
+            out[i] = tokens[-1]
+        elif strategy == "weightedmean":
+            weights = np.arange(1, len(tokens) + 1)
+            out[i] = weights @ tokens / weights.sum()
+    return out
+
+
+@pytest.fixture()
+def quiet_dynamo():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.usefixtures("quiet_dynamo")
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.float32, torch.uint8])
+def test_fullgraph_compile_of_pool_with_a_numeric_mask(dtype):
+    """``torch.compile(pool, fullgraph=True)`` with an integer or float mask failed: the mask's 0/1 check and
+    `host_view`'s torch.func check read data while Dynamo traced. Now: the eager result, forward and backward."""
+    torch._dynamo.reset()
+    strategies = ["mean", "max", "lasttoken", "weightedmean"]
+
+    def pooled(hidden, mask):
+        return tokenpool.pool(hidden, mask, strategies)
+
+    compiled = torch.compile(pooled, fullgraph=True, backend="aot_eager")
+    hidden = torch.randn(4, 6, 3, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor(_MASK, dtype=dtype)
+    out = compiled(hidden, mask)
+    expected = np.concatenate([_reference(hidden.detach().numpy(), np.array(_MASK), s) for s in strategies], 1)
+    np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-12, atol=1e-12)
+    (grad,) = torch.autograd.grad(out.sum(), hidden)
+    eager_hidden = hidden.detach().clone().requires_grad_(True)
+    (eager_grad,) = torch.autograd.grad(pooled(eager_hidden, mask).sum(), eager_hidden)
+    torch.testing.assert_close(grad, eager_grad)
+
+
+@pytest.mark.usefixtures("quiet_dynamo")
+@pytest.mark.parametrize("fullgraph", [True, False])
+def test_compiled_module_with_an_integer_mask_still_checks_its_values(fullgraph):
+    """The `tokenpool.torch.Pool` module under fullgraph: the 0/1 check is one op of the graph (it runs on the
+    real values), so a mask of 2s is still refused, with eager's message."""
+    from tokenpool.torch import Pool
+
+    torch._dynamo.reset()
+    module = Pool(["mean", "max"], prompt_length=1)
+    compiled = torch.compile(module, fullgraph=fullgraph, backend="aot_eager")
+    hidden = torch.randn(4, 6, 3)
+    mask = torch.tensor(_MASK)
+    torch.testing.assert_close(compiled(hidden, mask), module(hidden, mask))
+    with pytest.raises(ValueError, match=r"only 0 and 1 \(or True/False\), found \[2\]"):
+        compiled(hidden, mask * 2)
+
+
+_PLAIN_COMPILE = """
+import warnings, torch, tokenpool
+hidden, mask = torch.randn(2, 5, 4), torch.tensor([[1, 1, 0, 1, 0], [0, 0, 1, 1, 1]])
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    out = torch.compile(tokenpool.pool, backend="eager", fullgraph=True)(hidden, mask.bool(), "mean")
+torch.testing.assert_close(out, tokenpool.pool(hidden, mask, "mean"))
+print("WARNINGS", [str(w.message)[:120] for w in caught])
+"""
+
+
+def test_plain_compile_of_pool_gives_no_warning():
+    """``torch.compile(tokenpool.pool)`` without `tokenpool.torch` printed 5 Dynamo warnings: the first
+    `namespace` of a tensor asked array-api-compat's lru_cache'd type checks inside the trace."""
+    try:
+        done = subprocess.run([sys.executable, "-c", _PLAIN_COMPILE], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONWARNINGS": "default"})  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.skip("torch.compile took over 300 s on this machine")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "WARNINGS []" in done.stdout, done.stdout
+
