@@ -108,3 +108,33 @@ def test_plain_compile_of_pool_gives_no_warning():
     assert done.returncode == 0, done.stderr[-2000:]
     assert "WARNINGS []" in done.stdout, done.stdout
 
+
+class _HostReads(torch.overrides.TorchFunctionMode):
+    """Counts the reads of a tensor's value on the host (``bool(t)``, ``t.item()``): on CUDA each is a sync."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in (torch.Tensor.__bool__, torch.Tensor.item):
+            self.reads += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("strategy", ["mean", "weightedmean", "splade"])
+def test_streamed_float16_blocks_read_nothing_on_the_host(strategy):
+    """`RunningPool` checked its float32 running sums for NaN/inf after every float16 block (a device→host sync
+    per block on CUDA), though float16 values cannot overflow a float32 sum (`pool` skips its check for them).
+    Its rows still equal `pool`'s, an inf token included."""
+    from tokenpool.core.streaming import RunningPool
+
+    hidden = torch.randn(1, 12, 4).to(torch.float16)
+    hidden[0, 5, 1] = float("inf")
+    running = RunningPool(strategy, 1, 4)
+    with _HostReads() as counter:
+        for start in range(0, 12, 3):
+            running.add(0, hidden[0, start : start + 3], start)
+    assert counter.reads == 0
+    torch.testing.assert_close(running.read().to(torch.float16), tokenpool.pool(hidden, None, strategy),
+                               equal_nan=True)  # fmt: skip
