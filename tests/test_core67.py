@@ -10,6 +10,10 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference import reference_pool
+from strategies_hyp import pooling_inputs
 
 import tokenpool
 
@@ -138,3 +142,101 @@ def test_streamed_float16_blocks_read_nothing_on_the_host(strategy):
     assert counter.reads == 0
     torch.testing.assert_close(running.read().to(torch.float16), tokenpool.pool(hidden, None, strategy),
                                equal_nan=True)  # fmt: skip
+
+
+def _negative_strides(x: np.ndarray) -> np.ndarray:
+    """``x``'s values in a view whose every stride is negative."""
+    flip = (slice(None, None, -1),) * x.ndim
+    return x[flip].copy()[flip]
+
+
+def _read_only(x: np.ndarray) -> np.ndarray:
+    x = x.copy()
+    x.flags.writeable = False
+    return x
+
+
+_LAYOUTS = {  # hidden states as a demanding user hands them over: same values, other memory
+    "numpy": lambda x: x,
+    "numpy-fortran": np.asfortranarray,
+    "numpy-negative-strides": _negative_strides,
+    "numpy-read-only": _read_only,
+    "numpy-float32": lambda x: x.astype(np.float32),
+    "torch": torch.from_numpy,
+    "torch-transposed-view": lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(1, 0, 2))).transpose(0, 1),
+    "torch-tracked": lambda x: torch.tensor(x, requires_grad=True),
+    "jax": lambda x: pytest.importorskip("jax.numpy").asarray(x.astype(np.float32)),
+    "array-api-strict": lambda x: pytest.importorskip("array_api_strict").asarray(x),
+}
+_MASKS = {
+    "same-library": lambda mask, like: mask,
+    "bool": lambda mask, like: mask.astype(bool),
+    "float": lambda mask, like: mask.astype(np.float32),
+    "list": lambda mask, like: mask.tolist(),
+    "torch-int32": lambda mask, like: torch.tensor(mask, dtype=torch.int32),
+    "numpy-negative-strides": lambda mask, like: _negative_strides(mask),
+}
+
+
+def _as_library_of(mask: np.ndarray, hidden) -> object:
+    """``mask`` in ``hidden``'s own library."""
+    if isinstance(hidden, np.ndarray):
+        return mask
+    if isinstance(hidden, torch.Tensor):
+        return torch.from_numpy(mask)
+    return hidden.__array_namespace__().asarray(mask)
+
+
+def _host(x) -> np.ndarray:
+    """A float64 numpy copy of a result of any library."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().double().numpy()
+    return np.from_dlpack(x).astype(np.float64)
+
+
+@settings(max_examples=60, deadline=None)
+@given(pooling_inputs(), st.sampled_from(sorted(_LAYOUTS)), st.sampled_from(sorted(_MASKS)))
+def test_every_layout_and_mask_kind_matches_a_float64_loop(drawn, layout, mask_kind):
+    """Every strategy and option on every library, through the fast paths (strided, Fortran-order, read-only,
+    transposed-view and tracked inputs) with int, bool, float, list and other-library masks: the float64 loop."""
+    hidden, mask, options = drawn
+    given_hidden = _LAYOUTS[layout](hidden)
+    given_mask = _MASKS[mask_kind](mask, given_hidden)
+    if mask_kind == "same-library":
+        given_mask = _as_library_of(mask, given_hidden)
+    out = tokenpool.pool(given_hidden, given_mask, **options)
+    expected = reference_pool(hidden, mask, options.pop("strategy"), **options)
+    tolerance = 1e-4 if layout in ("numpy-float32", "jax") else 1e-9
+    np.testing.assert_allclose(_host(out), expected, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("shape", [(0, 4, 3), (2, 0, 3), (2, 4, 0), (0, 0, 0)])
+@pytest.mark.parametrize("layout", sorted(_LAYOUTS))
+def test_zero_size_dimensions_give_zero_rows_of_the_right_shape(shape, layout):
+    """B=0, L=0 and D=0 on every library and layout: B×(D·strategies) zeros (no token pools to zero)."""
+    strategies = ["mean", "max", "cls", "lasttoken", "weightedmean", "mean_sqrt_len_tokens"]
+    hidden = np.zeros(shape)
+    mask = np.ones(shape[:2], dtype=np.int64)
+    out = _host(tokenpool.pool(_LAYOUTS[layout](hidden), mask, strategies))
+    np.testing.assert_array_equal(out, np.zeros((shape[0], shape[2] * len(strategies))))
+
+
+@pytest.mark.parametrize(("library", "dtype", "largest"), [
+    ("torch", "float16", 65504.0), ("torch", "bfloat16", 3.38e38), ("torch", "float32", 3.4e38),
+    ("numpy", "float16", 65504.0), ("numpy", "float32", 3.4e38),
+])  # fmt: skip
+@pytest.mark.parametrize("strategy", ["mean", "max", "weightedmean", "mean_sqrt_len_tokens", "lasttoken"])
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # (numpy's, for 146k in float16)
+def test_half_and_single_precision_extremes_match_a_float64_loop(library, dtype, largest, strategy):
+    """Tokens at their dtype's largest magnitude, both signs: the float64 loop's rows rounded to the dtype (a
+    mean/√n past the range is inf, its true value there), never NaN from an overflowed sum."""
+    values = np.full((2, 5, 3), largest)
+    values[1, :, 1] = -largest
+    values[0, 3:, 2] = -largest
+    mask = np.array([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])
+    hidden = torch.tensor(values).to(getattr(torch, dtype)) if library == "torch" else values.astype(dtype)
+    exact = _host(hidden)  # (the values as the dtype holds them)
+    out = tokenpool.pool(hidden, mask, strategy)
+    expected = torch.tensor(reference_pool(exact, mask, strategy)).to(getattr(torch, dtype))
+    assert not np.isnan(_host(out)).any()
+    np.testing.assert_allclose(_host(out), _host(expected), rtol=1e-2)
