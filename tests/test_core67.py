@@ -240,3 +240,18 @@ def test_half_and_single_precision_extremes_match_a_float64_loop(library, dtype,
     expected = torch.tensor(reference_pool(exact, mask, strategy)).to(getattr(torch, dtype))
     assert not np.isnan(_host(out)).any()
     np.testing.assert_allclose(_host(out), _host(expected), rtol=1e-2)
+
+
+@pytest.mark.usefixtures("quiet_dynamo")
+def test_fullgraph_compile_with_a_prompt_length_per_row():
+    """A tensor ``prompt_length`` (one count per row) under ``torch.compile(fullgraph=True)`` failed: its cap at
+    L was ``xp.minimum(counts, L)``, whose Python scalar makes array-api-compat call torch.result_type, which
+    Dynamo cannot trace. Now: the float64 loop's rows."""
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda h, m, p: tokenpool.pool(h, m, ["weightedmean", "mean"], prompt_length=p),
+                             fullgraph=True, backend="aot_eager")  # fmt: skip
+    hidden = torch.randn(4, 6, 3, dtype=torch.float64)
+    counts = [1, 2, 0, 9]
+    out = compiled(hidden, torch.tensor(_MASK).bool(), torch.tensor(counts))
+    expected = reference_pool(hidden.numpy(), np.array(_MASK), ["weightedmean", "mean"], prompt_length=counts)
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-12, atol=1e-12)

@@ -130,20 +130,29 @@ def exclude_prompt(xp: Any, keep: Any, prompt_length: Any) -> Any:
         count = min(_non_negative(int(prompt_length)), _RANK_MAX)
         return keep if count == 0 else xp.logical_and(keep, token_ranks(xp, keep) > count)
     rows, length = keep.shape[0], int(keep.shape[1])
-    if has_abstract_values(prompt_length):  # (jax.jit, torch.func.vmap): used as it is, values unchecked (as a mask's)
-        _check_lengths_array(prompt_length, rows)
-        limit = xp.minimum(xp.reshape(prompt_length, (-1, 1)), length)
+    if has_abstract_values(prompt_length):  # (jax.jit, torch.compile, torch.func.vmap): used as it is, values
+        _check_lengths_array(prompt_length, rows)  # unchecked (as a mask's)
+        limit = _capped_column(xp, prompt_length, length)
     else:
         counts = np.minimum(prompt_lengths(prompt_length, rows), length)  # (checked on the host)
         if is_torch_tensor(prompt_length) and in_torch_transform():
             # torch.jit.trace: the host's counts would become constants of the graph; the tensor flows through it
-            limit = xp.minimum(xp.reshape(xp.asarray(prompt_length, device=device(keep)), (-1, 1)), length)
+            limit = _capped_column(xp, xp.asarray(prompt_length, device=device(keep)), length)
         elif not np.any(counts):
             return keep
         else:
             limit = xp.asarray(counts.reshape(rows, 1).astype(np.int32), device=device(keep))  # (<= L, as ranks)
     ranks = token_ranks(xp, keep)
     return xp.logical_and(keep, ranks > xp.astype(limit, ranks.dtype))
+
+
+def _capped_column(xp: Any, counts: Any, length: int) -> Any:
+    """Per-row ``counts`` as a B×1 column, each at most ``length`` (by ``where``: ``xp.minimum(counts, length)``
+    makes array-api-compat call torch.result_type, which torch.compile cannot trace)."""
+    column = xp.reshape(counts, (-1, 1))
+    if xp.iinfo(column.dtype).max <= length:  # (uint8 counts need no cap, and full_like could not hold L)
+        return column
+    return xp.where(column > length, xp.full_like(column, length), column)
 
 
 _RANK_MAX = int(np.iinfo(np.int32).max)
