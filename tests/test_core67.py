@@ -255,3 +255,17 @@ def test_fullgraph_compile_with_a_prompt_length_per_row():
     out = compiled(hidden, torch.tensor(_MASK).bool(), torch.tensor(counts))
     expected = reference_pool(hidden.numpy(), np.array(_MASK), ["weightedmean", "mean"], prompt_length=counts)
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.usefixtures("quiet_dynamo")
+def test_export_with_an_integer_mask():
+    """``torch.export`` of `Pool` with an integer mask failed ("Could not guard on data-dependent expression"):
+    the mask's 0/1 check read its values. Exported, the values go unchecked (as under jax.jit): the program
+    holds torch's own ops only. Its rows are the float64 loop's."""
+    from tokenpool.torch import Pool
+
+    hidden, mask = torch.randn(4, 6, 3, dtype=torch.float64), torch.tensor(_MASK)
+    exported = torch.export.export(Pool(["mean", "max"]), (hidden, mask)).module()
+    assert "tokenpool" not in str(exported.graph)
+    expected = reference_pool(hidden.numpy(), np.array(_MASK), ["mean", "max"])
+    np.testing.assert_allclose(exported(hidden, mask).numpy(), expected, rtol=1e-12, atol=1e-12)
