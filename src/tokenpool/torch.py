@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from .core._backends import namespace
+from .core.masks import register_torch_mask_check
 from .core.pooling import check_options, check_truncate_dim, pool
 from .core.strategies import Pooling, parse_combination
 from .errors import check_int, is_int
@@ -18,6 +19,7 @@ __all__ = ["Pool"]
 # torch's namespace found once here, not first inside a compiled forward, where array-api-compat's lru_cache'd
 # type checks made Dynamo warn (13 times); on the meta device, whatever torch's default device (no CUDA start)
 namespace(torch.empty(0, device="meta"))
+register_torch_mask_check()  # (a compiled forward checks an integer mask's values with it, fullgraph too)
 
 
 def _check_count(name: str, value: Any) -> int | None:

@@ -56,11 +56,16 @@ def is_jax_tracer(x: Any) -> bool:
 
 
 def has_abstract_values(x: Any) -> bool:
-    """True where no host check can read ``x``'s values: a JAX tracer (`is_jax_tracer`) or a tensor batched by
-    ``torch.func.vmap`` (at any level of functorch's wrappers: ``vmap(grad(f))`` wraps a batched tensor)."""
+    """True where no host check can read ``x``'s values: a JAX tracer (`is_jax_tracer`), a tensor traced by
+    torch.compile, or one batched by ``torch.func.vmap`` (at any level of functorch's wrappers: ``vmap(grad(f))``
+    wraps a batched tensor)."""
     if is_jax_tracer(x):
         return True
-    if not is_torch_tensor(x) or not in_torch_transform():
+    if not is_torch_tensor(x):
+        return False
+    if sys.modules["torch"].compiler.is_compiling():  # (Dynamo's fake values; first: as in `readable_now`)
+        return True
+    if not in_torch_transform():
         return False
     functorch = sys.modules["torch"]._C._functorch
     while functorch.is_functorch_wrapped_tensor(x):
@@ -77,6 +82,15 @@ def readable_now(x: Any) -> bool:
         # (is_compiling first: Dynamo cannot trace `in_torch_transform`'s C checks, and fullgraph fails on them)
         return not (sys.modules["torch"].compiler.is_compiling() or in_torch_transform())
     return not (is_jax_tracer(x) or array_api_compat.is_dask_array(x))
+
+
+def torch_compiling(x: Any) -> bool:
+    """Whether torch.compile traces the tensor ``x`` now; not torch.export, whose program holds torch's own ops
+    only (a custom op of ours would have to be registered wherever it is loaded)."""
+    if not is_torch_tensor(x):
+        return False
+    compiler = sys.modules["torch"].compiler
+    return compiler.is_compiling() and not compiler.is_exporting()
 
 
 def holds_float64(xp: Any, x: Any) -> bool:
@@ -96,7 +110,10 @@ def namespace(x: Any) -> Any:
     found = _NAMESPACES.get(type(x))
     if found is not None:
         return found
-    xp = array_api_compat.array_namespace(x)
+    if is_torch_tensor(x):  # (array_namespace's lru_cache'd type checks: 5 warnings inside torch.compile)
+        from array_api_compat import torch as xp
+    else:
+        xp = array_api_compat.array_namespace(x)
     if type(x) is np.ndarray or (is_torch_tensor(x) and type(x) is sys.modules["torch"].Tensor):
         _NAMESPACES[type(x)] = xp
     return xp

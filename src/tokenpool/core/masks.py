@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -17,8 +18,10 @@ from ._backends import (
     is_array,
     is_torch_tensor,
     namespace,
+    readable_now,
     to_device,
     to_numpy,
+    torch_compiling,
 )
 
 
@@ -29,6 +32,8 @@ def prepare_mask(xp: Any, hidden: Any, attention_mask: Any) -> Any:
     if attention_mask is None:
         return xp.ones((rows, length), dtype=xp.bool, device=device(hidden))
     mask = as_array_like(attention_mask, xp, what="attention_mask")
+    if _torch_mask_check is None and is_torch_tensor(mask) and readable_now(mask):
+        register_torch_mask_check()
     if tuple(mask.shape) != (rows, length):
         raise ValueError(f"attention_mask has shape {tuple(mask.shape)} but hidden states have shape "
                          f"{tuple(hidden.shape)}; the mask must have shape {(rows, length)}")
@@ -44,9 +49,40 @@ def prepare_mask(xp: Any, hidden: Any, attention_mask: Any) -> Any:
         return _on_device_of(xp, keep, hidden)
     if not (xp.isdtype(mask.dtype, "integral") or xp.isdtype(mask.dtype, "real floating")):
         raise ValueError(f"attention_mask must hold 0/1 or booleans, got dtype {mask.dtype}")
-    if not has_abstract_values(mask) and not bool(xp.all(xp.logical_or(mask == 0, mask == 1))):
-        _check_binary(to_numpy(mask))  # raises, naming the values
+    if not has_abstract_values(mask):
+        if not bool(xp.all(xp.logical_or(mask == 0, mask == 1))):
+            _check_binary(to_numpy(mask))  # raises, naming the values
+    elif _torch_mask_check is not None and torch_compiling(mask):
+        return _on_device_of(xp, _torch_mask_check(mask), hidden)  # (torch.compile: checked as the graph runs)
     return _on_device_of(xp, mask == 1, hidden)
+
+
+_torch_mask_check: Any = None  # torch's op ``tokenpool::binary_mask``, once registered
+
+
+def register_torch_mask_check() -> None:
+    """Register torch's custom op ``tokenpool::binary_mask`` (`_check_binary`, then ``mask == 1``), where torch is
+    imported: a torch.compile graph (fullgraph too) runs it on the real values, where Dynamo can trace no check
+    that reads them, nor this registration (done by `tokenpool.torch`'s import and by any eager torch mask; a
+    graph traced before either leaves the values unchecked, as jax.jit does)."""
+    global _torch_mask_check
+    torch = sys.modules.get("torch")
+    if _torch_mask_check is not None or torch is None:
+        return
+    try:
+        check = torch.library.custom_op("tokenpool::binary_mask", _binary_mask, mutates_args=(),
+                                        schema="(Tensor mask) -> Tensor")  # fmt: skip
+        check.register_fake(lambda mask: torch.empty_like(mask, dtype=torch.bool))
+    except RuntimeError:  # registered by an earlier copy of this module (importlib.reload)
+        check = torch.ops.tokenpool.binary_mask
+    _torch_mask_check = check
+
+
+def _binary_mask(mask: Any) -> Any:
+    """`register_torch_mask_check`'s op on real values: ValueError naming a value other than 0/1, else the
+    boolean mask."""
+    _check_binary(to_numpy(mask))
+    return mask == 1
 
 
 def _on_device_of(xp: Any, keep: Any, hidden: Any) -> Any:
@@ -62,7 +98,7 @@ def host_view(array: Any) -> np.ndarray | None:
     None (other libraries and devices keep their own kernels, and torch.func's wrapped tensors have no memory)."""
     if isinstance(array, np.ndarray):
         return to_numpy(array)
-    if is_torch_tensor(array) and array.is_cpu and not array.requires_grad and not in_torch_transform():
+    if is_torch_tensor(array) and array.is_cpu and not array.requires_grad and readable_now(array):
         try:
             return array.numpy()
         except (TypeError, RuntimeError):  # bfloat16 and other dtypes numpy lacks, a lazily negated tensor
@@ -94,20 +130,29 @@ def exclude_prompt(xp: Any, keep: Any, prompt_length: Any) -> Any:
         count = min(_non_negative(int(prompt_length)), _RANK_MAX)
         return keep if count == 0 else xp.logical_and(keep, token_ranks(xp, keep) > count)
     rows, length = keep.shape[0], int(keep.shape[1])
-    if has_abstract_values(prompt_length):  # (jax.jit, torch.func.vmap): used as it is, values unchecked (as a mask's)
-        _check_lengths_array(prompt_length, rows)
-        limit = xp.minimum(xp.reshape(prompt_length, (-1, 1)), length)
+    if has_abstract_values(prompt_length):  # (jax.jit, torch.compile, torch.func.vmap): used as it is, values
+        _check_lengths_array(prompt_length, rows)  # unchecked (as a mask's)
+        limit = _capped_column(xp, prompt_length, length)
     else:
         counts = np.minimum(prompt_lengths(prompt_length, rows), length)  # (checked on the host)
         if is_torch_tensor(prompt_length) and in_torch_transform():
             # torch.jit.trace: the host's counts would become constants of the graph; the tensor flows through it
-            limit = xp.minimum(xp.reshape(xp.asarray(prompt_length, device=device(keep)), (-1, 1)), length)
+            limit = _capped_column(xp, xp.asarray(prompt_length, device=device(keep)), length)
         elif not np.any(counts):
             return keep
         else:
             limit = xp.asarray(counts.reshape(rows, 1).astype(np.int32), device=device(keep))  # (<= L, as ranks)
     ranks = token_ranks(xp, keep)
     return xp.logical_and(keep, ranks > xp.astype(limit, ranks.dtype))
+
+
+def _capped_column(xp: Any, counts: Any, length: int) -> Any:
+    """Per-row ``counts`` as a B×1 column, each at most ``length`` (by ``where``: ``xp.minimum(counts, length)``
+    makes array-api-compat call torch.result_type, which torch.compile cannot trace)."""
+    column = xp.reshape(counts, (-1, 1))
+    if xp.iinfo(column.dtype).max <= length:  # (uint8 counts need no cap, and full_like could not hold L)
+        return column
+    return xp.where(column > length, xp.full_like(column, length), column)
 
 
 _RANK_MAX = int(np.iinfo(np.int32).max)

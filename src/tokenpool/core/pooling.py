@@ -107,21 +107,26 @@ def first_tokens(hidden: Any) -> Any:
 
 def overflowed_rows(xp: Any, member: Pooling, result: Any, reduction: str, source: Any) -> np.ndarray | None:
     """The rows of a float32 sum-based B×D ``result`` that hold NaN or inf, or None when there are none (or
-    its values cannot be read now, `readable_now`, or its library has no float64 to redo them in). A float32 sum
-    of values near 3.4e38 overflows where their mean does not; one finite check, on the result only, so the fast
-    paths keep their speed. Float16 ``source`` tokens are not checked: their float32 sums cannot overflow (no
-    device sync for half-precision models)."""
-    if result.dtype != xp.float32 or SPECS[member].running.under(reduction).statistic not in SUM_STATISTICS:
-        return None
-    if hasattr(xp, "float16") and source.dtype == xp.float16:  # (Dask's has none; numpy's float64 == None)
-        return None
-    if not readable_now(result) or not holds_float64(xp, result):
+    `may_overflow` says no check is made). A float32 sum of values near 3.4e38 overflows where their mean does
+    not; one finite check, on the result only, so the fast paths keep their speed."""
+    if not may_overflow(xp, SPECS[member].running.under(reduction).statistic, result, source):
         return None
     if isinstance(result, np.ndarray) or (is_torch_tensor(result) and result.is_cpu):
         finite = np.isfinite(to_numpy(result))  # (a view: torch's own two calls cost ~3x more)
         return None if finite.all() else np.flatnonzero(~finite.all(axis=-1))
     finite = to_numpy(xp.all(xp.isfinite(result), axis=-1))  # (one device→host copy of B flags)
     return None if finite.all() else np.flatnonzero(~finite)
+
+
+def may_overflow(xp: Any, statistic: str, total: Any, source: Any) -> bool:
+    """Whether ``total``, a `Running` ``statistic`` of ``source`` tokens, is checked for NaN or inf to be redone
+    in float64: a float32 sum whose values can be read now (`readable_now`) in a library with float64. Not
+    for float16 ``source`` tokens: their float32 sums cannot overflow (no device sync for half-precision models)."""
+    if total.dtype != xp.float32 or statistic not in SUM_STATISTICS:
+        return False
+    if hasattr(xp, "float16") and source.dtype == xp.float16:  # (Dask's has none; numpy's float64 == None)
+        return False
+    return readable_now(total) and holds_float64(xp, total)
 
 
 def _refit_rows(xp: Any, member: Pooling, result: Any, rows: np.ndarray, inputs: tuple, reduction: str) -> Any:

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import check_int, is_int
-from ._backends import device, holds_float64, namespace, readable_now
-from .pooling import check_data, check_options, work_dtypes
+from ._backends import device, namespace
+from .pooling import check_data, check_options, may_overflow, work_dtypes
 from .reductions import rank_total, splade_activation, token_sum
 from .strategies import SPECS, SUM_STATISTICS, Running, parse_combination
 
@@ -153,20 +153,18 @@ class RunningPool:
         does not. Reading takes the float64 sum where the float32 one is not finite, as `pool` redoes rows."""
         statistic, activation, unit = key
         xp, wide = self._xp, self._wide.get(key)
-        if wide is None and not self._overflowed(statistic, self._state[statistic, activation][unit]):
+        if wide is None and not self._overflowed(statistic, self._state[statistic, activation][unit], tokens):
             return
         part = self._part(statistic, activation, tokens, position, xp.float64)
         if wide is None and old is not None:
             wide = xp.astype(old, xp.float64)
         self._wide[key] = part if wide is None else wide + part
 
-    def _overflowed(self, statistic: str, total: Any) -> bool:
-        """Whether a float32 running sum holds NaN or inf: one check of its D values (on CUDA a synchronisation),
-        skipped where they cannot be read now or the library has no float64 to go on in (as `pool`'s redo)."""
+    def _overflowed(self, statistic: str, total: Any, tokens: Any) -> bool:
+        """Whether a float32 running sum holds NaN or inf after the block ``tokens``: one check of its D values
+        (on CUDA a synchronisation), where `pool` would check its result (`may_overflow`)."""
         xp = self._xp
-        if statistic not in SUM_STATISTICS or total.dtype != xp.float32 or not readable_now(total):
-            return False
-        return holds_float64(xp, total) and not bool(xp.all(xp.isfinite(total)))
+        return may_overflow(xp, statistic, total, tokens) and not bool(xp.all(xp.isfinite(total)))
 
     def _part(self, statistic: str, activation: str, tokens: Any, position: int, acc: Any) -> Any:
         """This block's contribution to one statistic, in ``acc``."""
