@@ -28,6 +28,18 @@ def _few_threads():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _ray_actors_ended(request):
+    """After a test on the shared Ray, one garbage collection: it ends the actors of a Ray Data job that failed
+    in the test (Ray Data lets go of them in reference cycles), so the next test's job need not wait for their
+    CPUs (`embed_parquet` does this itself; a failed `embed_dataset` leaves it to its caller)."""
+    yield
+    if "ray_session" in request.fixturenames:
+        import gc
+
+        gc.collect()
+
+
 @pytest.fixture(scope="session")
 def encoders() -> dict:
     """Encoders built by CLI tests, shared across test modules (loading a model dominates their time)."""

@@ -192,6 +192,8 @@ _KILLED_CHILD = textwrap.dedent(
     import json, os, signal, sys
     import torch, transformers  # imported once, before the forks (no thread pool starts on import)
     from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
+    from transformers import BertForMaskedLM, BertModel, BertTokenizerFast  # (lazy modules: the fixture model's)
+    import tokenpool.jobs, tokenpool.model.encoder  # these too once, not in each fork (was 2 s CPU a case)
     from tokenpool.cli import main
     from tokenpool.io.workdir import WorkDir
     chunks = int(sys.argv[1])

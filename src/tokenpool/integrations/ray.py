@@ -6,6 +6,7 @@ Needs the ``ray`` extra: ``pip install "tokenpool[encode,ray]"``. ``tokenpool em
 from __future__ import annotations
 
 import csv
+import gc
 import importlib
 import io
 import logging
@@ -645,9 +646,25 @@ def _users_errors(input_uri: str | None = None, column: str = TEXT_KEY) -> Itera
     try:
         yield
     except ray.exceptions.RayError as err:
+        _end_actors(err)
         if input_uri is not None and NULL_TEXTS in str(err):  # an actor sees rows, not files: found here
             _refuse_null_texts(input_uri, column)
         raise _user_error(err) from err
+
+
+def _end_actors(err: Exception) -> None:
+    """End the failed job's actors (each holding a model and its CPUs or GPUs) now, not at some later garbage
+    collection: until then the next job waits for their resources (a GPU job on a one-GPU node hung). Ray Data
+    lets go of them in reference cycles that the tracebacks of ``err`` and of the exceptions it was raised from
+    keep (frames of Ray Data's executor): those go (the worker's traceback is in ``err``'s message)."""
+    chained, seen = [err], set()
+    while chained:
+        error = chained.pop()
+        if error is not None and id(error) not in seen:
+            seen.add(id(error))
+            error.__traceback__ = None
+            chained += [error.__cause__, error.__context__]
+    gc.collect()
 
 
 def _no_rows(batch: pa.Table, actor: dict[str, Any]) -> pa.Table:
