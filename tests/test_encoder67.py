@@ -1,0 +1,42 @@
+"""Stop 67 (the Encoder facade and CLI plumbing): device spellings refused naming the value as it was written,
+and the demanding user's corners of `Encoder.encode` against sentence-transformers."""
+
+from __future__ import annotations
+
+import pytest
+
+from tokenpool.errors import OptionError
+from tokenpool.model.options import EncoderOptions, spelled_as
+
+
+@pytest.mark.parametrize("device", ["cuda:300", "cuda:99999999999999999999"])
+def test_a_device_index_too_big_in_serves_model_list_is_named_as_written(run, device):
+    """``tokenpool serve --model a=FOLDER,device=cuda:300`` was told ``--model a=...,device cuda:300: ...``: an
+    option spelling without its ``=``, which the list would refuse ("is not OPTION=VALUE"). The message writes
+    the option as the list takes it, as every other option of the list is named (``onnx-file=m.onnx``)."""
+    code, _, err = run("serve", "--port", "0", "--model", f"a=/no/such/folder,device={device}")
+    assert code == 2
+    assert err.strip().splitlines()[-1] == (
+        f"tokenpool serve: error: --model a=...,device={device}: a device index is at most 127"
+    )
+    code, _, err = run("serve", "--port", "0", "--model", "a=/no/such/folder,onnx-file=m.onnx")  # (the reference)
+    assert "--model a=...,onnx-file=m.onnx needs" in err
+
+
+def test_a_device_index_too_big_keeps_its_python_and_flag_spellings():
+    with pytest.raises(OptionError, match=r"^device cuda:300: a device index is at most 127$"):
+        EncoderOptions(device="cuda:300").check()
+    flag = pytest.raises(OptionError, match=r"^--device cuda:300: a device index is at most 127$")
+    with spelled_as({"device": "--device"}), flag:
+        EncoderOptions(device="cuda:300").check()
+
+
+@pytest.mark.parametrize("device", [1.5, ["cpu"], {"type": "cpu"}])
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_a_device_of_no_device_type_is_one_line_naming_the_value(device, runtime):
+    """``Encoder(device=1.5)`` (runtime torch) gave torch's several-line overload list ("device() received an
+    invalid combination of arguments ... * (torch.device device) ..."), where runtime onnx gave the one line every
+    malformed device gets; both give that line now (a device is a string, a torch.device or a GPU index)."""
+    with pytest.raises(OptionError, match=r"^unknown device .+: a device type and optional index") as caught:
+        EncoderOptions(device=device, runtime=runtime).check()
+    assert "\n" not in str(caught.value) and repr(device) in str(caught.value)
