@@ -3,6 +3,7 @@ and the demanding user's corners of `Encoder.encode` against sentence-transforme
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tokenpool.errors import OptionError
@@ -40,3 +41,39 @@ def test_a_device_of_no_device_type_is_one_line_naming_the_value(device, runtime
     with pytest.raises(OptionError, match=r"^unknown device .+: a device type and optional index") as caught:
         EncoderOptions(device=device, runtime=runtime).check()
     assert "\n" not in str(caught.value) and repr(device) in str(caught.value)
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+    from tinymodels import bert_folder
+
+    from tokenpool import Encoder
+
+    return Encoder(bert_folder(tmp_path_factory.mktemp("enc67") / "bert"), device="cpu")
+
+
+def test_a_dataframe_is_refused_not_read_as_its_column_names(encoder):
+    """``encoder.encode(pandas.DataFrame({"text": [...3 texts...]}))`` gave ONE vector, of the word "text": a
+    DataFrame iterates over its column names. sentence-transformers refuses it ("Unsupported input type:
+    DataFrame"); it is the TypeError a 2-D array gets, naming its type and shape, in every method that reads
+    texts. Its column (a Series) is the texts, as a list of them is."""
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"text": ["hello world", "the quick brown fox", "x"]})
+    message = r"^texts must be a str or a 1-D sequence of str, got a DataFrame of shape \(3, 1\)$"
+    for method in (encoder.encode, encoder.encode_queries, encoder.encode_documents, encoder.tokenize):
+        with pytest.raises(TypeError, match=message):
+            method(frame)
+    expected = encoder.encode(["hello world", "the quick brown fox", "x"])
+    assert np.array_equal(encoder.encode(frame["text"]), expected)
+    assert np.array_equal(encoder.encode(frame["text"].to_numpy()), expected)
+
+
+def test_a_mapping_other_than_a_dict_is_refused_as_a_dict_is(encoder):
+    """A dict was refused ("got dict": its iteration gives its keys), while a read-only mapping of the same items
+    (``types.MappingProxyType``, a class's ``__dict__``) was encoded as its keys. Every mapping is refused now; a
+    dict's ``keys()`` (texts the caller chose to give) is still encoded, as a list of them is."""
+    import types
+
+    with pytest.raises(TypeError, match=r"^texts must be a str or a list of str, got mappingproxy$"):
+        encoder.encode(types.MappingProxyType({"hello world": 1}))
+    assert np.array_equal(encoder.encode({"hello world": 1}.keys()), encoder.encode(["hello world"]))
