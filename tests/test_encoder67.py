@@ -77,3 +77,23 @@ def test_a_mapping_other_than_a_dict_is_refused_as_a_dict_is(encoder):
     with pytest.raises(TypeError, match=r"^texts must be a str or a list of str, got mappingproxy$"):
         encoder.encode(types.MappingProxyType({"hello world": 1}))
     assert np.array_equal(encoder.encode({"hello world": 1}.keys()), encoder.encode(["hello world"]))
+
+
+@pytest.mark.parametrize(("argv", "kind"), [
+    (["embed", "in.txt", "-o", "out.npy", "--batch-size"], "a positive integer"),
+    (["embed", "in.txt", "-o", "out.npy", "--checkpoint-seconds"], "a number >= 0"),
+    (["serve", "--port"], "a port number (0-65535)"),
+])  # fmt: skip
+@pytest.mark.parametrize("given", ["x" * 5000, "9" * 80 + "x"])
+def test_a_long_bad_number_flag_is_cut_as_bench_cuts_it(run, argv, kind, given):
+    """``tokenpool embed --batch-size <5,000 characters>`` echoed all 5,000 in its one error line, where ``tokenpool
+    bench --batch`` (`errors.option_integer`) cuts a caller's value to its first 60 characters: the number flags
+    of every command now refuse through the one helper, so the value is shown as bench shows it."""
+    code, _, err = run("bench", "--batch", given)
+    assert code == 2
+    shown = err.strip().split(", got ", 1)[1]
+    assert len(shown) < 70 and shown.startswith("'" + given[:10])
+    code, _, err = run(*argv, given)
+    assert code == 2
+    command = f"tokenpool {argv[0]}"
+    assert err.strip() == f"{command}: error: argument {argv[-1]}: expected {kind}, got {shown} (see {command} --help)"
