@@ -1,10 +1,15 @@
 """Stop 67 (the Encoder facade and CLI plumbing): device spellings refused naming the value as it was written,
-and the demanding user's corners of `Encoder.encode` against sentence-transformers."""
+DataFrames and mappings refused as texts, number flags refused through one helper, and embed's argv fuzzed."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tokenpool.errors import OptionError
 from tokenpool.model.options import EncoderOptions, spelled_as
@@ -97,3 +102,30 @@ def test_a_long_bad_number_flag_is_cut_as_bench_cuts_it(run, argv, kind, given):
     assert code == 2
     command = f"tokenpool {argv[0]}"
     assert err.strip() == f"{command}: error: argument {argv[-1]}: expected {kind}, got {shown} (see {command} --help)"
+
+
+_EMBED_FLAGS = ["--batch-size", "--max-batch-tokens", "--max-length", "--dim", "--window-stride", "--top-k",
+                "--calibration-size", "--chunk-size", "--threshold", "--checkpoint-seconds", "--device", "--dtype",
+                "--runtime", "--pooling", "--long-documents", "--precision", "--chunking", "--format", "--chunks"]
+_BAD_VALUES = ["", " ", "-1", "abc", "1e400", "nan", "-inf", "0x10", "1_000", "１", "x" * 500, "9" * 5000 + "x",
+               "a\nb", "cuda:300", "meta", "tpu", "cls,,mean", "--"]
+
+
+@given(flag=st.sampled_from(_EMBED_FLAGS), value=st.sampled_from(_BAD_VALUES))
+@settings(max_examples=80)
+def test_embed_refuses_a_bad_flag_value_in_one_line_with_status_2(tmp_path_factory, flag, value):
+    """Every bad value of an embed flag: exit status 2 and ONE stderr line naming the command, no traceback
+    (argparse's usage block, torch's several-line errors and tracebacks would each break it)."""
+    from tokenpool import cli
+
+    folder = tmp_path_factory.mktemp("fuzz")
+    (folder / "in.txt").write_text("hello\n", encoding="utf-8")
+    argv = ["embed", str(folder / "in.txt"), "-o", str(folder / "out.npy"), "--model", str(folder / "no-model")]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = cli.main([*argv, flag, value])
+        except SystemExit as exc:
+            code = exc.code
+    lines = err.getvalue().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("tokenpool embed: error: "), err.getvalue()
