@@ -129,16 +129,18 @@ def parse_number(text: str, *, special: bool = False) -> float | None:
 
 def option_integer(text: str) -> int:
     """An argparse type: `parse_int`'s integers, else argparse's error "expected an integer, got 'TEXT'"."""
-    return _option(parse_int(text), "an integer", text)
+    return option_value(parse_int(text), "an integer", text)
 
 
 def option_number(text: str) -> float:
     """An argparse type: `parse_number`'s numbers, inf and nan included (for the range checks to name), else
     argparse's error "expected a number, got 'TEXT'"."""
-    return _option(parse_number(text, special=True), "a number", text)
+    return option_value(parse_number(text, special=True), "a number", text)
 
 
-def _option(value: Any, kind: str, text: str) -> Any:
+def option_value(value: Any, kind: str, text: str) -> Any:
+    """``value``, an argparse type's reading of ``text``; None: the one refusal of every command's number flags,
+    argparse's error "expected KIND, got 'TEXT'" (a long text cut)."""
     if value is None:
         import argparse
 

@@ -18,6 +18,7 @@ from ..errors import (
     env_flag,
     install_hint,
     one_line,
+    option_value,
     parse_int,
     parse_number,
 )
@@ -67,9 +68,8 @@ def int_in(kind: str, minimum: int, maximum: float = float("inf")) -> Callable[[
 
     def parse(text: str) -> int:
         value = parse_int(text)
-        if value is None or not minimum <= value <= maximum:
-            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}")
-        return value
+        in_range = value is not None and minimum <= value <= maximum
+        return option_value(value if in_range else None, kind, text)
 
     return parse
 
@@ -80,11 +80,9 @@ positive_int = int_in("a positive integer", 1)
 def non_negative_number(text: str) -> float:
     """A finite number >= 0, e.g. seconds or milliseconds (argparse type)."""
     value = parse_number(text, special=True)
-    if value is None:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
+    if value is not None and not 0 <= value < float("inf"):  # (-1, inf, nan)
+        return option_value(None, "a finite number >= 0", text)
+    return option_value(value, "a number >= 0", text)
 
 
 def utf8_text(text: str) -> str:

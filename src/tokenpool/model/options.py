@@ -85,6 +85,16 @@ def check_dtype(dtype: Any) -> Any:
 MAX_DEVICE_INDEX = 127  # torch's largest
 
 
+def _index_too_big(shown: str) -> Exception:
+    """The refusal of a device index above torch's (``shown``: "cuda:300" or a bare "300"), the option named as
+    written: ``device cuda:300``, ``--device cuda:300``, serve's ``--model a=...,device=cuda:300``."""
+    from ..errors import OptionError
+
+    named = spell("device")
+    named += "=" if " " in named else " "  # (a KEY of a --model NAME=FOLDER,KEY=VALUE list, as `spell` has it)
+    return OptionError(f"{named}{shown}: a device index is at most {MAX_DEVICE_INDEX}")
+
+
 def device_parts(device: Any) -> tuple[str, int | None]:
     """``device`` (a string or a ``torch.device``) as (type, index), read as torch reads a device string ("cpu",
     "cpu:0", "cuda:1"), without torch: every runtime reads device names here; `OptionError` else."""
@@ -98,7 +108,7 @@ def device_parts(device: Any) -> tuple[str, int | None]:
     index = found.group(2) or "0"
     if len(index) > 3 or int(index) > MAX_DEVICE_INDEX:  # (torch keeps 8 bits of it: "cuda:300" is its cuda:44)
         shown = shown_int(int(index)) if len(index) < 4300 else f"(an index of {len(index)} digits)"  # (str→int's limit)
-        raise OptionError(f"{spell('device')} {found.group(1)}:{shown}: a device index is at most {MAX_DEVICE_INDEX}")
+        raise _index_too_big(f"{found.group(1)}:{shown}")
     return found.group(1), None if found.group(2) is None else int(index)
 
 
@@ -108,14 +118,16 @@ def parse_device(device: Any) -> Any:
     Whether this machine has it is `tokenpool.model.runners.resolve_device`'s check."""
     import torch
 
-    from ..errors import OptionError, is_int, shown_int
+    from ..errors import is_int, shown_int
 
     if is_int(device) and device > MAX_DEVICE_INDEX:  # (a bare index: 300 would be torch's 44 too)
-        raise OptionError(f"{spell('device')} {shown_int(int(device))}: a device index is at most {MAX_DEVICE_INDEX}")
+        raise _index_too_big(shown_int(int(device)))
     if is_int(device) and device < 0:  # torch's words, which one below int64 did not reach (its parse overflowed)
         raise ValueError(f"unknown device {shown_value(device)}: Device index must not be negative")
-    try:  # (a bool is no index: device_parts names it)
-        resolved = torch.device(*device_parts(device)) if isinstance(device, (str, bool)) else torch.device(device)
+    # a GPU index or torch's own types as torch reads them; anything else (a bool, 1.5) named by `device_parts`
+    parts = (device,) if is_int(device) or isinstance(device, (bytes, torch.device)) else device_parts(device)
+    try:
+        resolved = torch.device(*parts)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"unknown device {device!r}: {err}") from None
     if resolved.type == "meta":

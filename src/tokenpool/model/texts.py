@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -30,10 +30,11 @@ def as_texts(texts: Any, *, name: str = "texts") -> tuple[bool, list[str]]:
     if isinstance(texts, str):
         check_text(texts, f"{name}[0]")
         return True, [texts]
-    if isinstance(texts, (bytes, bytearray, memoryview, dict)) or not isinstance(texts, Iterable):
+    if isinstance(texts, (bytes, bytearray, memoryview, Mapping)) or not isinstance(texts, Iterable):
         raise TypeError(f"{name} must be a str or a list of str, got {type(texts).__name__}")
-    if isinstance(texts, np.ndarray) and texts.ndim != 1:
-        raise TypeError(f"{name} must be a str or a 1-D sequence of str, got an array of shape {texts.shape}")
+    if getattr(texts, "ndim", 1) != 1:  # (a DataFrame, as a mapping, iterates over its column names)
+        kind = "an array" if isinstance(texts, np.ndarray) else f"a {type(texts).__name__}"
+        raise TypeError(f"{name} must be a str or a 1-D sequence of str, got {kind} of shape {tuple(texts.shape)}")
     items = texts.tolist() if isinstance(texts, np.ndarray) else list(texts)
     for index, text in enumerate(items):
         check_text(text, f"{name}[{index}]")
