@@ -1,0 +1,92 @@
+"""Stop 67, model folders / configs / ONNX (s67-folders): the defects settled there, each checked against an
+independent reference (the files a load opens, the documented size cap, transformers' own verbosity)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tokenpool.errors import ModelFolderError
+
+# ------------------------------------------------------------------------------ one read of an ONNX config.json
+
+
+def _count_reads(monkeypatch, folder: Path, name: str) -> list[Path]:
+    """The reads of ``folder``/``name`` tokenpool makes from now on (every file of a folder is read by
+    `safety.read_regular_file`)."""
+    from tokenpool.model import safety
+
+    reads: list[Path] = []
+    original = safety.read_regular_file
+
+    def counted(file: Path, limit: int = -1) -> bytes:
+        if Path(file) == folder / name:
+            reads.append(Path(file))
+        return original(file, limit)
+
+    monkeypatch.setattr(safety, "read_regular_file", counted)
+    return reads
+
+
+def test_an_onnx_load_from_the_export_cache_reads_config_json_once(tiny, tiny_onnx, tmp_path, monkeypatch):
+    """The export cache's key (`cached_export_path`) read config.json again after `open_folder` had read it: two
+    reads of a file that may change between them (the key of one config, the model of another)."""
+    pytest.importorskip("onnxruntime")
+    from tokenpool import Encoder
+    from tokenpool.model.onnx import cached_export_path
+
+    folder = Path(shutil.copytree(tiny, tmp_path / "model"))
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    cached = cached_export_path(folder, writing=True)
+    cached.parent.mkdir(parents=True)
+    shutil.copyfile(tiny_onnx, cached)
+    reads = _count_reads(monkeypatch, folder, "config.json")
+    encoder = Encoder(folder, runtime="onnx")
+    assert encoder.runner.path == cached.absolute()
+    assert len(reads) == 1
+
+
+def test_an_onnx_load_of_a_recorded_export_reads_config_json_once(tiny, tmp_path, monkeypatch):
+    """A file tokenpool exported carries a record whose source files are checked (`check_export_source`), which
+    read config.json again."""
+    pytest.importorskip("onnxruntime")
+    from tokenpool import Encoder
+    from tokenpool.cli import main
+
+    folder = Path(shutil.copytree(tiny, tmp_path / "model"))
+    assert main(["export-onnx", str(folder)]) == 0
+    reads = _count_reads(monkeypatch, folder, "config.json")
+    encoder = Encoder(folder, runtime="onnx")
+    assert encoder.runner.record is not None
+    assert len(reads) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "cannot read the model config"),
+        ("[1, 2]", "must hold a JSON object"),
+        ('{"model_type": "bert", "hidden_size": "32"}', "hidden_size must be an integer"),
+    ],
+)
+def test_a_bad_config_json_is_refused_with_the_same_message_by_the_encoder_and_the_runner(
+    tiny, tmp_path, monkeypatch, text, message
+):
+    """`OnnxRunner` read config.json last, after looking for (and, with none cached, exporting) its ONNX file: a
+    bad config was then refused by the export's transformers load, not with `read_model_config`'s message the
+    Encoder gives. Both now read it first."""
+    pytest.importorskip("onnxruntime")
+    from tokenpool import Encoder
+    from tokenpool.model.onnx import OnnxRunner
+
+    folder = Path(shutil.copytree(tiny, tmp_path / "model"))
+    (folder / "config.json").write_text(text, encoding="utf-8")
+    monkeypatch.setenv("TOKENPOOL_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ModelFolderError, match=message) as by_encoder:
+        Encoder(folder, runtime="onnx")
+    with pytest.raises(ModelFolderError, match=message) as by_runner:
+        OnnxRunner(folder, sparse=False, device=None, dtype=None)
+    assert str(by_runner.value) == str(by_encoder.value)
+    assert not (tmp_path / "cache").exists()  # (nothing exported from a config refused)
