@@ -90,3 +90,27 @@ def test_a_bad_config_json_is_refused_with_the_same_message_by_the_encoder_and_t
         OnnxRunner(folder, sparse=False, device=None, dtype=None)
     assert str(by_runner.value) == str(by_encoder.value)
     assert not (tmp_path / "cache").exists()  # (nothing exported from a config refused)
+
+
+# ------------------------------------------------------------------------------ tokenizer.json's size cap
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_a_tokenizer_json_over_the_json_cap_is_refused_by_its_size_on_either_runtime(tiny, tmp_path, runtime):
+    """docs/security.md: "A JSON file of the folder larger than 64 MiB ... is refused by its size, never read into
+    memory". tokenizer.json was read whole by the tokenizers library (either runtime) whatever its size: a sparse
+    file of 64 MiB + 1 bytes (no disk) was read into memory and then failed to parse."""
+    from tokenpool import Encoder
+    from tokenpool.errors import ConfigError
+
+    if runtime == "onnx":
+        pytest.importorskip("onnxruntime")
+    folder = Path(shutil.copytree(tiny, tmp_path / "model"))
+    file = folder / "tokenizer.json"
+    cap = 64 << 20  # (the documented 64 MiB)
+    with open(file, "r+b") as fh:
+        fh.truncate(cap + 1)
+    with pytest.raises(ConfigError) as refused:
+        Encoder(folder, runtime=runtime, onnx_file="nothing.onnx" if runtime == "onnx" else None)
+    message = str(refused.value)
+    assert str(file) in message and f"{cap + 1:,} bytes" in message and f"{cap:,}" in message, message
