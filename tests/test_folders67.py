@@ -3,6 +3,7 @@ independent reference (the files a load opens, the documented size cap, transfor
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -114,3 +115,30 @@ def test_a_tokenizer_json_over_the_json_cap_is_refused_by_its_size_on_either_run
         Encoder(folder, runtime=runtime, onnx_file="nothing.onnx" if runtime == "onnx" else None)
     message = str(refused.value)
     assert str(file) in message and f"{cap + 1:,} bytes" in message and f"{cap:,}" in message, message
+
+
+# ------------------------------------------------------------------------------ a pooling folder modules.json omits
+
+
+@pytest.mark.parametrize("listed", [[], ["Transformer"]])
+def test_a_pooling_folder_that_modules_json_does_not_list_is_refused_not_replaced_by_the_fallback(
+    tiny, tmp_path, listed
+):
+    """modules.json naming no pooling module beside a 1_Pooling/config.json (here cls): sentence-transformers
+    refuses the folder (an empty module list; no 'sentence_embedding'), TEI pools by 1_Pooling; tokenpool pooled
+    by its fallback (mean) and logged that the folder had "no pooling config (modules.json / 1_Pooling)"."""
+    from sentence_transformers import SentenceTransformer
+
+    from tokenpool import Encoder
+    from tokenpool.errors import ConfigError
+
+    folder = Path(shutil.copytree(tiny, tmp_path / "model"))
+    pooling = folder / "1_Pooling" / "config.json"
+    pooling.write_text(json.dumps({**json.loads(pooling.read_text()), "pooling_mode": "cls"}), encoding="utf-8")
+    modules = json.loads((folder / "modules.json").read_text())
+    (folder / "modules.json").write_text(json.dumps(modules[: len(listed)]), encoding="utf-8")
+    with pytest.raises((ValueError, KeyError)):  # (the peer library: no vectors from this folder)
+        SentenceTransformer(str(folder), device="cpu").encode(["a text"])
+    with pytest.raises(ConfigError, match=r"modules\.json lists no pooling module.*1_Pooling") as refused:
+        Encoder(folder, device="cpu")
+    assert str(folder / "modules.json") in str(refused.value)
