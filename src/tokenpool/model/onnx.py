@@ -28,10 +28,10 @@ from ..core.fast import usable_cpus
 from ..errors import ConfigError, CorpusError, ModelFolderError, OptionError, is_int, one_line, require
 from . import unpadded
 from .configs import WIDTH_KEYS, config_size, text_merged
-from .folders import code_repo_files, file_digest, onnx_weights_only
+from .folders import MODEL_CONFIG, code_repo_files, file_digest, onnx_weights_only
 from .options import DTYPE_NAMES, check_dtype, device_parts, spell
 from .runners import POSITION_KEYS, Runtime, position_keys, quiet_transformers, text_config
-from .safety import check_bool_option, check_no_remote_code, read_json_file
+from .safety import check_bool_option, check_no_remote_code, is_present, read_json_file
 
 __all__ = [
     "ONNX_RUNTIME", "OnnxRunner", "read_model_config", "find_onnx_file", "export_onnx", "cached_export_path",
@@ -75,6 +75,8 @@ def read_model_config(folder: Path) -> SimpleNamespace:
     the one a graph's position_ids start after), read as JSON; a size or pad id not saved is transformers'
     default where it builds the config (`_transformers_config`)."""
     path = folder / "config.json"
+    if not is_present(path):  # (as `check_files` names it, not as an unreadable file)
+        raise ModelFolderError(f"model folder {str(folder)!r} is missing {MODEL_CONFIG}")
     try:
         data = read_json_file(path, object_only=True)
     except ConfigError as err:
