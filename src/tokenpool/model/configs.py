@@ -260,6 +260,11 @@ def _read_modules(root: Path) -> _Layout:
         if kind != "Normalize" and not (root / rel).is_dir():  # (a Normalize may have no folder)
             what = "pooling module" if kind in ("Pooling", "SpladePooling") else "module"
             raise ConfigError(f"{where}: {what} {entry['type']!r:.80} points at a missing folder {rel!r:.80}")
+    if layout.pooling_dir is None and (unlisted := _pooling_folders(root)):  # (the fallback may pool otherwise)
+        raise ConfigError(
+            f"{where} lists no pooling module, but {root} has {', '.join(unlisted)}: sentence-transformers cannot "
+            "encode with that modules.json and TEI pools by the folder; list it in modules.json or remove it"
+        )
     return layout
 
 
@@ -286,8 +291,7 @@ def _refuse_foreign_module(root: Path, module_type: str, where: Path) -> None:
 
 def _tei_layout(root: Path, layout: _Layout) -> _Layout:
     """No modules.json: use a lone ``<n>_Pooling/config.json`` as TEI does; Normalize is then unknown (False)."""
-    candidates = sorted(p.parent.name for p in root.glob("*_*Pooling/config.json"))
-    candidates = [c for c in candidates if c.split("_", 1)[1] in ("Pooling", "SpladePooling")]
+    candidates = _pooling_folders(root)
     if len(candidates) > 1:
         raise ConfigError(f"{root} has no modules.json and several pooling folders {candidates}; add a modules.json")
     if candidates:
@@ -295,6 +299,12 @@ def _tei_layout(root: Path, layout: _Layout) -> _Layout:
         layout.pooling_kind = "splade" if candidates[0].endswith("SpladePooling") else "pooling"
         layout.transformer_task = "fill-mask" if layout.pooling_kind == "splade" else "feature-extraction"
     return layout
+
+
+def _pooling_folders(root: Path) -> list[str]:
+    """The ``<n>_Pooling`` / ``<n>_SpladePooling`` folders of ``root`` holding a config.json, by name."""
+    candidates = sorted(p.parent.name for p in root.glob("*_*Pooling/config.json"))
+    return [c for c in candidates if c.split("_", 1)[1] in ("Pooling", "SpladePooling")]
 
 
 def _expect(value: Any, kind: type | tuple[type, ...], file: Path, key: str) -> Any:

@@ -23,6 +23,7 @@ WEIGHT_FILES = (
 # the SentencePiece vocabularies transformers reads (Llama, T5, XLM-R, DeBERTa-v2, RemBERT): the sentencepiece library's
 SENTENCEPIECE_FILES = ("tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "sentencepiece.model", "spm.model")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", *SENTENCEPIECE_FILES, "prophetnet.tokenizer")
+MODEL_CONFIG = "config.json (the transformers model config)"  # (as a folder's missing pieces name it)
 # tokenizer_config.json's classes that need no vocabulary file (bytes, or Unicode code points, are ids)
 BYTE_TOKENIZERS = ("ByT5Tokenizer", "CanineTokenizer")
 
@@ -84,7 +85,7 @@ def check_files(folder: Path, onnx_hint: str | None = None, *, onnx_only: bool =
     With ``onnx_only``, such a folder passes: returns the ONNX file the onnx runtime runs (inside ``folder``)."""
     missing, file = [], onnx_weights_only(folder)
     if not (folder / "config.json").is_file():
-        missing.append("config.json (the transformers model config)")
+        missing.append(MODEL_CONFIG)
     if file is None and not any((folder / name).is_file() for name in WEIGHT_FILES):
         missing.append(f"model weights (one of {', '.join(WEIGHT_FILES)})")
     elif file is not None and not onnx_only:

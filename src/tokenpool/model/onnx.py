@@ -28,10 +28,10 @@ from ..core.fast import usable_cpus
 from ..errors import ConfigError, CorpusError, ModelFolderError, OptionError, is_int, one_line, require
 from . import unpadded
 from .configs import WIDTH_KEYS, config_size, text_merged
-from .folders import code_repo_files, file_digest, onnx_weights_only
+from .folders import MODEL_CONFIG, code_repo_files, file_digest, onnx_weights_only
 from .options import DTYPE_NAMES, check_dtype, device_parts, spell
 from .runners import POSITION_KEYS, Runtime, position_keys, quiet_transformers, text_config
-from .safety import check_bool_option, check_no_remote_code, read_json_file
+from .safety import check_bool_option, check_no_remote_code, is_present, read_json_file
 
 __all__ = [
     "ONNX_RUNTIME", "OnnxRunner", "read_model_config", "find_onnx_file", "export_onnx", "cached_export_path",
@@ -52,7 +52,8 @@ _INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(b
 # own code and other repos' where its config names some (`_sources`); the export cache's key and an export's
 # record name them
 EXPORT_SOURCES = ("config.json", "*.safetensors", "*.bin", "*.index.json")
-# each folder's `_sources` while an `OnnxRunner` loads (`_sources_read_once`): None outside one
+# each folder's `_sources`, and its config.json object under that file's path, while an `OnnxRunner` loads
+# (`_sources_read_once`): None outside one
 _LOADING_SOURCES: contextvars.ContextVar[dict[Path, Any] | None] = contextvars.ContextVar("_LOADING_SOURCES")
 EXPORT_WORK_PREFIX = ".tokenpool-export-"  # the temporary folder an export is made in, beside its target
 # model types whose forward takes ``token_type_ids`` but has no token-type table: it looks them up in its word
@@ -74,6 +75,8 @@ def read_model_config(folder: Path) -> SimpleNamespace:
     the one a graph's position_ids start after), read as JSON; a size or pad id not saved is transformers'
     default where it builds the config (`_transformers_config`)."""
     path = folder / "config.json"
+    if not is_present(path):  # (as `check_files` names it, not as an unreadable file)
+        raise ModelFolderError(f"model folder {str(folder)!r} is missing {MODEL_CONFIG}")
     try:
         data = read_json_file(path, object_only=True)
     except ConfigError as err:
@@ -166,12 +169,12 @@ def _sources(folder: Path) -> tuple[dict[str, Any], dict[str, Path | None]]:
     name, and when that config has an ``auto_map`` the code a trusted export runs (transformers copies those
     modules and their relative imports): its top-level ``*.py``, and those of other repos it names, by
     absolute path (`code_repo_files`; None: a module found nowhere). Read once per folder while a runner
-    loads."""
+    loads, the config not again (the one the runner read)."""
     memo = _LOADING_SOURCES.get(None)
     if memo is not None and folder in memo:
         return memo[folder]
     try:
-        config = read_json_file(folder / "config.json", object_only=True)
+        config = (memo or {}).get(folder / "config.json") or read_json_file(folder / "config.json", object_only=True)
     except ConfigError:  # (no config.json, or not a JSON object: no model class of its own)
         config = {}
     code = ("*.py",) if "auto_map" in config else ()
@@ -482,6 +485,10 @@ class OnnxRunner:
             )
         providers = _providers(device)
         require("onnxruntime", "the onnx runtime needs onnxruntime: pip install 'tokenpool[onnx]'")
+        if (config := model_config) is None and (folder / "config.json").is_file():  # (none: an ONNX file alone)
+            config = read_model_config(folder)  # (first: a bad one is refused as `open_folder` refuses it)
+        if isinstance(raw := getattr(config, "raw", None), dict):  # (the export cache's key and record's check)
+            _LOADING_SOURCES.get()[folder / "config.json"] = raw
         path = find_onnx_file(folder, onnx_file)
         if path is None:
             path = export_to_cache(folder, trust_remote_code=trust_remote_code)
@@ -501,8 +508,6 @@ class OnnxRunner:
         self._pass_session: Any = None
         self._pass_lock = threading.Lock()
         self.input_names = self._check_inputs(path)
-        if (config := model_config) is None and (folder / "config.json").is_file():  # (none: an ONNX file alone)
-            config = read_model_config(folder)
         _check_token_types(self.input_names, config, path)
         self._positions = _position_numbering(config, path) if "position_ids" in self.input_names else None
         # a BERT-, GPT-2- or RoBERTa-like model runs a left-padded batch right-padded (`_run`), any graph

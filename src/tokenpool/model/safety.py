@@ -44,21 +44,28 @@ def read_regular_file(file: Path, limit: int = -1) -> bytes:
         if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, NOT_REGULAR, str(file))
         if 0 <= limit < info.st_size:
-            raise OSError(errno.EFBIG, f"{info.st_size:,} bytes, over the {limit:,} tokenpool reads", str(file))
+            raise OSError(errno.EFBIG, _over(info.st_size, limit), str(file))
         with open(fd, "rb", closefd=False) as fh:
             return fh.read(limit)  # (-1: all; a file grown since is cut at the limit)
     finally:
         os.close(fd)
 
 
+def _over(size: int, limit: int) -> str:
+    return f"{size:,} bytes, over the {limit:,} tokenpool reads"
+
+
 def check_regular_files(folder: Path, names: Iterable[str]) -> None:
     """`ConfigError` naming the first of ``names`` in ``folder`` that is there (`is_present`) but is no regular
     file (or link to one): a library reading it would wait on a pipe forever, or take it for absent and read
-    another file (transformers: a pipe ``tokenizer.json`` made it build the tokenizer from ``vocab.txt``)."""
+    another file (transformers: a pipe ``tokenizer.json`` made it build the tokenizer from ``vocab.txt``); or
+    a JSON file over `MAX_JSON_BYTES`, which the library would read whole (tokenizer.json: the tokenizers')."""
     for file in (folder / name for name in names):
         if is_present(file) and not file.is_file():
             why = NOT_REGULAR if file.exists() else "a dangling link"
             raise ConfigError(f"{file}: {why}; tokenpool reads only regular files from a model folder")
+        if file.suffix == ".json" and file.is_file() and (size := file.stat().st_size) > MAX_JSON_BYTES:
+            raise ConfigError(f"{file}: {_over(size, MAX_JSON_BYTES)} of a JSON file")
 
 
 def is_present(path: Path) -> bool:
