@@ -207,7 +207,7 @@ def chunk_characters(tokens: DocumentTokens, text: str, ranges: list[tuple[int, 
     for first, last in ranges:
         start, end = int(tokens.starts[first]), int(tokens.ends[last - 1])
         at = start
-        while at != back[0] and 0 < at < len(text) and _joins(text, at) and not text[at - 1].isspace():
+        while at != back[0] and 0 < at < len(text) and _cuts_into(text, at):
             at -= 1
         back = (start, back[1] if at == back[0] else at)
         if not ahead[0] <= end <= ahead[1]:  # (else within what the previous end was taken over, or where it stopped)
@@ -217,6 +217,12 @@ def chunk_characters(tokens: DocumentTokens, text: str, ranges: list[tuple[int, 
             ahead = (end, at)
         out.append((back[1], ahead[1]))
     return out
+
+
+def _cuts_into(text: str, i: int) -> bool:
+    """Whether a chunk starting at ``text[i]`` cuts the character before it apart (`_joins`), but for a mark after
+    whitespace: a tokenizer reads it alone, and a chunk is not widened back to whitespace (LF after CR is)."""
+    return _joins(text, i) and (text[i] == "\n" or not text[i - 1].isspace())
 
 
 # Hangul conjoining jamo (leading, vowel, trailing) and precomposed syllables: Unicode's grapheme rules GB6-GB8
@@ -283,9 +289,15 @@ def _extends(char: str, category: str) -> bool:
     """A combining mark, ZWJ, ZWNJ, emoji skin tone or tag, or one of the letters Unicode makes marks (Thai / Lao
     SARA AM, halfwidth katakana sound marks) (``category``: its own): it continues any character."""
     code = ord(char)
-    return (category[0] == "M" or char in "\u200c\u200d\u0e33\u0eb3\uff9e\uff9f" or 0x1F3FB <= code <= 0x1F3FF
+    return ((category[0] == "M" and char not in _SPACING_ALONE) or char in "\u200c\u200d\u0e33\u0eb3\uff9e\uff9f" or 0x1F3FB <= code <= 0x1F3FF
             or 0xE0020 <= code <= 0xE007F)
 
+
+# the spacing marks that begin a character of their own (Unicode's exceptions to SpacingMark, UAX #29 GB9a):
+# Myanmar, Tai Tham, Myanmar Extended-A and Ahom vowel signs and tone marks
+_SPACING_ALONE = ("\u102b\u102c\u1038\u1062\u1063\u1064\u1067\u1068\u1069\u106a\u106b\u106c\u106d\u1083\u1087"
+                  "\u1088\u1089\u108a\u108b\u108c\u108f\u109a\u109b\u109c\u1a61\u1a63\u1a64\uaa7b\uaa7d"
+                  "\U00011720\U00011721")
 
 # the regional indicators A-Z: two make a flag
 _FLAG_LETTERS = "".join(map(chr, range(0x1F1E6, 0x1F200)))
@@ -334,7 +346,7 @@ def joined_characters(text: str) -> list[tuple[int, int]]:
 def cut_character(text: str, start: int, end: int) -> tuple[int, int] | None:
     """``[a, b)`` of the character (`_joins`) that ``text[start:end]`` cuts at its start or end, else None (a mark
     after whitespace, as `chunk_characters` leaves it, is no cut)."""
-    at = start if _joins(text, start) and not text[start - 1].isspace() else end if end < len(text) and _joins(text, end) else -1
+    at = start if _cuts_into(text, start) else end if end < len(text) and _joins(text, end) else -1
     if at < 0:
         return None
     a, b = at - 1, at + 1

@@ -1,0 +1,43 @@
+"""Stop 67, long documents: chunk edges against Unicode's own segmentation (the `regex` module's ``\\X``): a
+chunk never starts between CR and LF, and the 31 Myanmar / Tai Tham / Ahom spacing marks that begin a character
+of their own (Grapheme_Cluster_Break Other) do not widen a chunk."""
+
+from __future__ import annotations
+
+import bisect
+
+import pytest
+
+pytest.importorskip("transformers")
+regex = pytest.importorskip("regex")  # (installed with transformers; an independent UAX #29 reference)
+
+
+def _aligned(text: str, start: int, end: int) -> tuple[int, int]:
+    """``[start, end)`` widened to the ``\\X`` clusters it meets: the smallest span of whole clusters."""
+    cuts = sorted({m.start() for m in regex.finditer(r"\X", text)} | {len(text)})
+    return cuts[bisect.bisect_right(cuts, start) - 1], cuts[bisect.bisect_left(cuts, end)]
+
+
+# Unicode's list (UAX #29, SpacingMark's exceptions): Myanmar, Tai Tham, Myanmar Extended-A, Ahom
+_SPACING_ALONE = [chr(c) for a, b in ((0x102B, 0x102C), (0x1038, 0x1038), (0x1062, 0x1064), (0x1067, 0x106D),
+                                      (0x1083, 0x1083), (0x1087, 0x108C), (0x108F, 0x108F), (0x109A, 0x109C),
+                                      (0x1A61, 0x1A61), (0x1A63, 0x1A64), (0xAA7B, 0xAA7B), (0xAA7D, 0xAA7D),
+                                      (0x11720, 0x11721)) for c in range(a, b + 1)]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a\r\nb", "ab\r\n\r\ncd", "x\r\n", "\u1000\u102c\u1000\u102c", "x \u1000\u102b\u1038 y",
+     *(f"\u1000{mark}\u1000" for mark in _SPACING_ALONE), "\u1a20\u1a61\u1a20\u1a63 \u1a20\u1a64"],
+)  # fmt: skip
+def test_a_one_token_chunk_covers_just_the_characters_its_token_meets(bpe, text):
+    """A byte-level BPE reads CR and LF as tokens of their own: the LF's chunk started at the LF, inside the one
+    character CR LF is (UAX #29 GB3); and a chunk ending before a Myanmar AA (U+102C, a spacing mark that begins
+    a character, GB9a's exceptions) took it in. Reference: each chunk is its token widened to whole ``\\X``
+    clusters (no mark follows whitespace here)."""
+    from tokenpool.model.document_tokens import tokenize_document
+
+    tokens = tokenize_document(bpe.tokenization, text)
+    got = bpe.encode_chunks([text], chunks="tokens:1")
+    want = [_aligned(text, s, e) for s, e in zip(tokens.starts.tolist(), tokens.ends.tolist(), strict=True)]
+    assert list(zip(got.start.tolist(), got.end.tolist(), strict=True)) == want
