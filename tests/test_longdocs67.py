@@ -41,3 +41,20 @@ def test_a_one_token_chunk_covers_just_the_characters_its_token_meets(bpe, text)
     got = bpe.encode_chunks([text], chunks="tokens:1")
     want = [_aligned(text, s, e) for s, e in zip(tokens.starts.tolist(), tokens.ends.tolist(), strict=True)]
     assert list(zip(got.start.tolist(), got.end.tolist(), strict=True)) == want
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["\u1780\u17d2\u1780 x", "\u179f\u17d2\u178f\u17d2\u179a\u17b8", "\u1019\u1039\u1018", "\u1a20\u1a60\u1a20",
+     "\u1b13\u1b44\u1b13", "\ua98f\ua9c0\ua98f", "\u0915\u094d\u0937"],
+)  # fmt: skip
+def test_a_subscript_consonant_stays_with_its_stack(bpe, text):
+    """Khmer COENG (U+17D2), the Myanmar, Tai Tham, Balinese and Javanese viramas join the consonant after them
+    into one character (Unicode 17's InCB=Linker, UAX #29 GB9c): a one-token chunk started at the subscript
+    consonant of "ស្ត្រី". Reference: each chunk is its token widened to whole ``\\X`` clusters."""
+    from tokenpool.model.document_tokens import tokenize_document
+
+    tokens = tokenize_document(bpe.tokenization, text)
+    got = bpe.encode_chunks([text], chunks="tokens:1")
+    want = [_aligned(text, s, e) for s, e in zip(tokens.starts.tolist(), tokens.ends.tolist(), strict=True)]
+    assert list(zip(got.start.tolist(), got.end.tolist(), strict=True)) == want

@@ -264,9 +264,12 @@ def _joins(text: str, i: int) -> bool:
     return bool(jamo) and jamo in _JAMO_AFTER.get(_jamo(before), ())
 
 
-# the viramas that join consonants into one character (Unicode's InCB=Linker: Devanagari, Bengali, Gujarati,
-# Oriya, Telugu, Malayalam), and the 128-character blocks of those scripts
-_LINKERS = "\u094d\u09cd\u0acd\u0b4d\u0c4d\u0d4d"
+# the viramas that join consonants into one character (Unicode 17's InCB=Linker: Devanagari, Bengali, Gujarati,
+# Oriya, Telugu, Malayalam, Myanmar, Khmer, Tai Tham, Balinese, Sundanese, Vedic, Javanese, Meetei Mayek,
+# Kharoshthi, Chakma, Tulu-Tigalari, Dives Akuru, Zanabazar Square, Soyombo, Kawi), and the 128-character
+# blocks of those scripts
+_LINKERS = ("\u094d\u09cd\u0acd\u0b4d\u0c4d\u0d4d\u1039\u17d2\u1a60\u1b44\u1bab\u1cf5\u1cf6\ua9c0\uaaf6"
+            "\U00010a3f\U00011133\U000113d0\U0001193e\U00011a3a\U00011a47\U00011a99\U00011f42")
 _CONJUNCT_BLOCKS = {ord(linker) >> 7 for linker in _LINKERS}
 
 
@@ -279,7 +282,7 @@ def _conjoined(text: str, i: int) -> bool:
     """Whether the consonant ``text[i]`` ends a conjunct (GB9c): after a virama, among non-spacing marks and ZWJ,
     after a consonant."""
     j, linked = i - 1, False
-    while j >= 0 and (text[j] == "\u200d" or unicodedata.category(text[j]) in ("Mn", "Me")):
+    while j >= 0 and (text[j] in _LINKERS or text[j] == "\u200d" or unicodedata.category(text[j]) in ("Mn", "Me")):
         linked = linked or text[j] in _LINKERS
         j -= 1
     return linked and j >= 0 and _consonant(text[j], unicodedata.category(text[j]))
