@@ -4,8 +4,6 @@ words, with the fast tokenizer's character offsets; and the tokens that meet a c
 
 from __future__ import annotations
 
-import bisect
-import functools
 import re
 import unicodedata
 from dataclasses import dataclass, replace
@@ -307,17 +305,21 @@ _FLAG_LETTERS = "".join(map(chr, range(0x1F1E6, 0x1F200)))
 _FLAG_RUN = re.compile("[\U0001F1E6-\U0001F1FF]+")
 
 
-@functools.lru_cache(maxsize=4)
-def _flag_runs(text: str) -> list[int]:
-    """Where each run of regional indicators in ``text`` starts, found once per text (a chunk edge in a long run
-    of flags does not read back to its start again)."""
-    return [match.start() for match in _FLAG_RUN.finditer(text)]
+# the run of regional indicators last looked up, as (len(text), hash(text), start, end): a chunk edge in a long
+# run of flags does not read back to its start again, and no user text is held
+_last_flag_run = (0, 0, 0, 0)
 
 
 def _flag_letters_before(text: str, i: int) -> int:
     """How many regional indicators run up to ``text[i]`` (``text[i - 1]`` is one)."""
-    runs = _flag_runs(text)
-    return i - runs[bisect.bisect_right(runs, i - 1) - 1]
+    global _last_flag_run
+    size, key, start, end = _last_flag_run
+    if (size, key) != (len(text), hash(text)) or not start < i <= end:
+        start = i - 1
+        while start > 0 and text[start - 1] in _FLAG_LETTERS:
+            start -= 1
+        _last_flag_run = (len(text), hash(text), start, _FLAG_RUN.match(text, start).end())
+    return i - start
 
 
 # signs that begin the character after them (Unicode's Prepend: an Arabic number sign before its digits, UAX #29 GB9b)
