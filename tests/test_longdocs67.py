@@ -77,3 +77,19 @@ def test_flag_runs_are_found_without_holding_the_text():
         assert sys.getrefcount(text) == held
         want = [m.span() for m in regex.finditer(r"\X", text) if len(m.group()) > 1]
         assert ours == want, ascii(text)
+
+
+@pytest.mark.parametrize("text", ["\u1780\u17d2\u1780 \u1780\u17b6 " * 4, "\u1019\u1039\u1018\u102c\u1000" * 4])
+def test_a_boundary_chunk_never_splits_a_stacked_consonant(bpe, text):
+    """The splitter cut "ក្ក" (KA, COENG, KA: one character, 9 byte-level tokens) into "ក្" and "ក" at a chunk
+    maximum of 6, silently; a character over the maximum is refused, naming it whole, as a ZWJ emoji is; at 9
+    every chunk is whole ``\\X`` clusters. Reference: ``regex``'s ``\\X``."""
+    pytest.importorskip("semantic_text_splitter")
+    from tokenpool.errors import OptionError
+
+    first = regex.match(r"\X", text).group()
+    with pytest.raises(OptionError, match=rf"the text at \[0, {len(first)}\] \({first!r}\) is \d+ tokens, over"):
+        bpe.encode_chunks([text], chunks="boundaries:6")
+    got = bpe.encode_chunks([text], chunks="boundaries:9")
+    cuts = {m.start() for m in regex.finditer(r"\X", text)} | {len(text)}
+    assert all(s in cuts and e in cuts for s, e in zip(got.start.tolist(), got.end.tolist(), strict=True))
