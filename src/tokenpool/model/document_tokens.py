@@ -4,8 +4,6 @@ words, with the fast tokenizer's character offsets; and the tokens that meet a c
 
 from __future__ import annotations
 
-import bisect
-import functools
 import re
 import unicodedata
 from dataclasses import dataclass, replace
@@ -207,7 +205,7 @@ def chunk_characters(tokens: DocumentTokens, text: str, ranges: list[tuple[int, 
     for first, last in ranges:
         start, end = int(tokens.starts[first]), int(tokens.ends[last - 1])
         at = start
-        while at != back[0] and 0 < at < len(text) and _joins(text, at) and not text[at - 1].isspace():
+        while at != back[0] and 0 < at < len(text) and _cuts_into(text, at):
             at -= 1
         back = (start, back[1] if at == back[0] else at)
         if not ahead[0] <= end <= ahead[1]:  # (else within what the previous end was taken over, or where it stopped)
@@ -217,6 +215,12 @@ def chunk_characters(tokens: DocumentTokens, text: str, ranges: list[tuple[int, 
             ahead = (end, at)
         out.append((back[1], ahead[1]))
     return out
+
+
+def _cuts_into(text: str, i: int) -> bool:
+    """Whether a chunk starting at ``text[i]`` cuts the character before it apart (`_joins`), but for a mark after
+    whitespace: a tokenizer reads it alone, and a chunk is not widened back to whitespace (LF after CR is)."""
+    return _joins(text, i) and (text[i] == "\n" or not text[i - 1].isspace())
 
 
 # Hangul conjoining jamo (leading, vowel, trailing) and precomposed syllables: Unicode's grapheme rules GB6-GB8
@@ -258,9 +262,12 @@ def _joins(text: str, i: int) -> bool:
     return bool(jamo) and jamo in _JAMO_AFTER.get(_jamo(before), ())
 
 
-# the viramas that join consonants into one character (Unicode's InCB=Linker: Devanagari, Bengali, Gujarati,
-# Oriya, Telugu, Malayalam), and the 128-character blocks of those scripts
-_LINKERS = "\u094d\u09cd\u0acd\u0b4d\u0c4d\u0d4d"
+# the viramas that join consonants into one character (Unicode 17's InCB=Linker: Devanagari, Bengali, Gujarati,
+# Oriya, Telugu, Malayalam, Myanmar, Khmer, Tai Tham, Balinese, Sundanese, Vedic, Javanese, Meetei Mayek,
+# Kharoshthi, Chakma, Tulu-Tigalari, Dives Akuru, Zanabazar Square, Soyombo, Kawi), and the 128-character
+# blocks of those scripts
+_LINKERS = ("\u094d\u09cd\u0acd\u0b4d\u0c4d\u0d4d\u1039\u17d2\u1a60\u1b44\u1bab\u1cf5\u1cf6\ua9c0\uaaf6"
+            "\U00010a3f\U00011133\U000113d0\U0001193e\U00011a3a\U00011a47\U00011a99\U00011f42")
 _CONJUNCT_BLOCKS = {ord(linker) >> 7 for linker in _LINKERS}
 
 
@@ -273,7 +280,7 @@ def _conjoined(text: str, i: int) -> bool:
     """Whether the consonant ``text[i]`` ends a conjunct (GB9c): after a virama, among non-spacing marks and ZWJ,
     after a consonant."""
     j, linked = i - 1, False
-    while j >= 0 and (text[j] == "\u200d" or unicodedata.category(text[j]) in ("Mn", "Me")):
+    while j >= 0 and (text[j] in _LINKERS or text[j] == "\u200d" or unicodedata.category(text[j]) in ("Mn", "Me")):
         linked = linked or text[j] in _LINKERS
         j -= 1
     return linked and j >= 0 and _consonant(text[j], unicodedata.category(text[j]))
@@ -283,26 +290,36 @@ def _extends(char: str, category: str) -> bool:
     """A combining mark, ZWJ, ZWNJ, emoji skin tone or tag, or one of the letters Unicode makes marks (Thai / Lao
     SARA AM, halfwidth katakana sound marks) (``category``: its own): it continues any character."""
     code = ord(char)
-    return (category[0] == "M" or char in "\u200c\u200d\u0e33\u0eb3\uff9e\uff9f" or 0x1F3FB <= code <= 0x1F3FF
+    return ((category[0] == "M" and char not in _SPACING_ALONE) or char in "\u200c\u200d\u0e33\u0eb3\uff9e\uff9f" or 0x1F3FB <= code <= 0x1F3FF
             or 0xE0020 <= code <= 0xE007F)
 
+
+# the spacing marks that begin a character of their own (Unicode's exceptions to SpacingMark, UAX #29 GB9a):
+# Myanmar, Tai Tham, Myanmar Extended-A and Ahom vowel signs and tone marks
+_SPACING_ALONE = ("\u102b\u102c\u1038\u1062\u1063\u1064\u1067\u1068\u1069\u106a\u106b\u106c\u106d\u1083\u1087"
+                  "\u1088\u1089\u108a\u108b\u108c\u108f\u109a\u109b\u109c\u1a61\u1a63\u1a64\uaa7b\uaa7d"
+                  "\U00011720\U00011721")
 
 # the regional indicators A-Z: two make a flag
 _FLAG_LETTERS = "".join(map(chr, range(0x1F1E6, 0x1F200)))
 _FLAG_RUN = re.compile("[\U0001F1E6-\U0001F1FF]+")
 
 
-@functools.lru_cache(maxsize=4)
-def _flag_runs(text: str) -> list[int]:
-    """Where each run of regional indicators in ``text`` starts, found once per text (a chunk edge in a long run
-    of flags does not read back to its start again)."""
-    return [match.start() for match in _FLAG_RUN.finditer(text)]
+# the run of regional indicators last looked up, as (len(text), hash(text), start, end): a chunk edge in a long
+# run of flags does not read back to its start again, and no user text is held
+_last_flag_run = (0, 0, 0, 0)
 
 
 def _flag_letters_before(text: str, i: int) -> int:
     """How many regional indicators run up to ``text[i]`` (``text[i - 1]`` is one)."""
-    runs = _flag_runs(text)
-    return i - runs[bisect.bisect_right(runs, i - 1) - 1]
+    global _last_flag_run
+    size, key, start, end = _last_flag_run
+    if (size, key) != (len(text), hash(text)) or not start < i <= end:
+        start = i - 1
+        while start > 0 and text[start - 1] in _FLAG_LETTERS:
+            start -= 1
+        _last_flag_run = (len(text), hash(text), start, _FLAG_RUN.match(text, start).end())
+    return i - start
 
 
 # signs that begin the character after them (Unicode's Prepend: an Arabic number sign before its digits, UAX #29 GB9b)
@@ -334,7 +351,7 @@ def joined_characters(text: str) -> list[tuple[int, int]]:
 def cut_character(text: str, start: int, end: int) -> tuple[int, int] | None:
     """``[a, b)`` of the character (`_joins`) that ``text[start:end]`` cuts at its start or end, else None (a mark
     after whitespace, as `chunk_characters` leaves it, is no cut)."""
-    at = start if _joins(text, start) and not text[start - 1].isspace() else end if end < len(text) and _joins(text, end) else -1
+    at = start if _cuts_into(text, start) else end if end < len(text) and _joins(text, end) else -1
     if at < 0:
         return None
     a, b = at - 1, at + 1
