@@ -293,7 +293,8 @@ def _refuse_unread_precision_options(args: argparse.Namespace) -> None:
     calibrated = next((p for p in precisions if p in CALIBRATED_PRECISIONS), None)
     given = {"calibration_size"} if args.calibration_size is not None else set()
     common.refuse_unread(args, unread_options(given, chunks=None, precision=calibrated, calibration=args.calibration))
-    if given and calibrated:  # at least 2 texts, as embed checks it (1 was refused after the model ran)
+    # at least 2 texts, as embed checks it (1 was refused after the model ran); no upper bound: no job records it
+    if given and calibrated and args.calibration_size < 2:
         EncodeRequest(precision=calibrated, calibration_size=args.calibration_size, caller="cli").check()
     args.rescore = DEFAULT_RESCORE if args.rescore is None else args.rescore
     args.calibration_size = DEFAULT_CALIBRATION_SIZE if args.calibration_size is None else args.calibration_size
@@ -343,11 +344,11 @@ def _model_flags(args: argparse.Namespace) -> list[tuple[str, bool]]:
 
 
 def _check_pooling(args: argparse.Namespace) -> None:
-    """Unknown ``--pooling`` names are refused before the model loads."""
-    from ..evaluation.sts import strategy_labels
+    """Unknown ``--pooling`` names, then labels that pool no model ("mean+splade"), refused before it loads."""
+    from ..evaluation.sts import label_list
 
     if _given(args, "pooling"):
-        strategy_labels(args.pooling)
+        label_list(args.pooling, None)
 
 
 def _print_scores(args: argparse.Namespace, encoder: Any, pairs: Any, scores: dict, **extra: Any) -> None:

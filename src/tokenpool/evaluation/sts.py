@@ -226,12 +226,11 @@ def cosine_rows(a: Any, b: Any) -> np.ndarray:
 
 
 def strategy_labels(spec: str, sparse: bool = False) -> list[str]:
-    """``all`` → every strategy that fits the model; otherwise the comma-separated names (``a+b`` concatenates,
-    checked combinable: "mean+splade" was refused only after the model loaded)."""
+    """``all`` → every strategy that fits the model; otherwise the comma-separated names (``a+b`` concatenates)."""
     if spec.strip().lower() == "all":
         return ["splade"] if sparse else list(DENSE_STRATEGIES)
     parts = split_names(spec, separators=",")
-    labels = list(dict.fromkeys("+".join(m.value for m in parse_combination(part)) for part in parts))
+    labels = list(dict.fromkeys("+".join(m.value for m in parse_strategies(part)) for part in parts))
     if not labels:
         raise ValueError("no pooling strategy given; use --pooling all or names such as mean,cls")
     return labels
@@ -241,8 +240,9 @@ def label_list(labels: str | Sequence[str | None], encoder: Any) -> list[Any]:
     """``labels`` as a list: a string is read as `strategy_labels` reads ``--pooling`` (``"mean"`` was pooled
     as the strategies 'm', 'e', 'a', 'n': "unknown pooling strategy 'm'"), and so is each string of a list, as
     `evaluate_retrieval` reads its ``pooling`` list (``["mean,cls"]`` was one row, the concatenation; ``["MEAN"]``
-    a row 'MEAN'; ``[]`` an empty table); None (the encoder's own pooling) stays. Each strategy is checked
-    against the encoder (`Encoder.check_pooling`: SPLADE pools logits only) before the model runs."""
+    a row 'MEAN'; ``[]`` an empty table); None (the encoder's own pooling) stays. Every name is read, then each
+    label checked combinable (as embed reads --pooling) and against the encoder (`Encoder.check_pooling`: SPLADE
+    pools logits only) before the model runs; ``encoder`` None: before a model loads."""
     sparse = bool(getattr(encoder, "is_sparse", False))
     if isinstance(labels, str):
         found = strategy_labels(labels, sparse)
@@ -254,8 +254,11 @@ def label_list(labels: str | Sequence[str | None], encoder: Any) -> list[Any]:
     else:
         found = [name for label in labels for name in ([None] if label is None else strategy_labels(label, sparse))]
     for label in found:  # (a SPLADE model's "mean" was refused only after the first batch ran the model)
-        if label is not None and hasattr(encoder, "check_pooling"):
-            encoder.check_pooling(parse_strategies(label))
+        if label is None:
+            continue
+        members = parse_combination(label)  # ("mean+splade" pools no model: it was refused after the model loaded)
+        if hasattr(encoder, "check_pooling"):
+            encoder.check_pooling(members)
     return list(dict.fromkeys(found))
 
 
