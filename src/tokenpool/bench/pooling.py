@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..core.strategies import parse_strategies, split_names, strategy_names
-from ..errors import one_line, option_integer, option_number, shown_name
+from ..errors import OptionError, device_parts, one_line, option_integer, option_number, shown_name
 from .flush import available, flusher, instruction
 from .harness import (
     Candidate,
@@ -174,8 +174,10 @@ def parse_args(
     _parse_lists(args)
     import torch
 
-    try:
-        device = torch.device(args.device)
+    try:  # (the project's reading first: torch keeps 8 bits of an index, "cuda:300" would be its cuda:44)
+        device = torch.device(*device_parts(args.device, "--device"))
+    except OptionError as exc:
+        raise BenchError(str(exc)) from None
     except RuntimeError as exc:
         raise BenchError(f"--device {args.device!r}: {exc}") from None
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import re
 import shlex
 import sys
 from collections.abc import Iterator, Mapping
@@ -14,7 +13,8 @@ from contextvars import ContextVar
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
-from ..errors import check_bool, shown_value
+from .. import errors
+from ..errors import MAX_DEVICE_INDEX, check_bool, shown_value
 
 __all__ = [
     "EncoderOptions", "OptionInfo", "Declared", "option", "LONG_DOCUMENT_MODES", "RUNTIME_NAMES", "DTYPE_NAMES",
@@ -82,34 +82,10 @@ def check_dtype(dtype: Any) -> Any:
     )
 
 
-MAX_DEVICE_INDEX = 127  # torch's largest
-
-
-def _index_too_big(shown: str) -> Exception:
-    """The refusal of a device index above torch's (``shown``: "cuda:300" or a bare "300"), the option named as
-    written: ``device cuda:300``, ``--device cuda:300``, serve's ``--model a=...,device=cuda:300``."""
-    from ..errors import OptionError
-
-    named = spell("device")
-    named += "=" if " " in named else " "  # (a KEY of a --model NAME=FOLDER,KEY=VALUE list, as `spell` has it)
-    return OptionError(f"{named}{shown}: a device index is at most {MAX_DEVICE_INDEX}")
-
-
 def device_parts(device: Any) -> tuple[str, int | None]:
-    """``device`` (a string or a ``torch.device``) as (type, index), read as torch reads a device string ("cpu",
-    "cpu:0", "cuda:1"), without torch: every runtime reads device names here; `OptionError` else."""
-    from ..errors import OptionError, shown_int
-
-    found = re.fullmatch(r"([a-z_]+)(?::(0|[1-9][0-9]*))?", str(device)) if isinstance(device, str) or (
-        type(device).__name__ == "device") else None  # fmt: skip
-    if found is None:
-        raise OptionError(f"unknown device {shown_value(device)}: a device type and optional index, e.g. 'cpu' or "
-                          f"'cuda:1'")  # fmt: skip
-    index = found.group(2) or "0"
-    if len(index) > 3 or int(index) > MAX_DEVICE_INDEX:  # (torch keeps 8 bits of it: "cuda:300" is its cuda:44)
-        shown = shown_int(int(index)) if len(index) < 4300 else f"(an index of {len(index)} digits)"  # (str→int's limit)
-        raise _index_too_big(f"{found.group(1)}:{shown}")
-    return found.group(1), None if found.group(2) is None else int(index)
+    """``device`` as (type, index) (`tokenpool.errors.device_parts`, every runtime's reader of device names), an
+    index above torch's named as the caller wrote the option (`spell`); `OptionError` else."""
+    return errors.device_parts(device, spell("device"))
 
 
 def parse_device(device: Any) -> Any:
@@ -118,10 +94,10 @@ def parse_device(device: Any) -> Any:
     Whether this machine has it is `tokenpool.model.runners.resolve_device`'s check."""
     import torch
 
-    from ..errors import is_int, shown_int
+    from ..errors import device_index_refusal, is_int, shown_int
 
     if is_int(device) and device > MAX_DEVICE_INDEX:  # (a bare index: 300 would be torch's 44 too)
-        raise _index_too_big(shown_int(int(device)))
+        raise device_index_refusal(spell("device"), shown_int(int(device)))
     if is_int(device) and device < 0:  # torch's words, which one below int64 did not reach (its parse overflowed)
         raise ValueError(f"unknown device {shown_value(device)}: Device index must not be negative")
     # a GPU index or torch's own types as torch reads them; anything else (a bool, 1.5) named by `device_parts`

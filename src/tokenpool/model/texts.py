@@ -32,7 +32,7 @@ def as_texts(texts: Any, *, name: str = "texts") -> tuple[bool, list[str]]:
         return True, [texts]
     if isinstance(texts, (bytes, bytearray, memoryview, Mapping)) or not isinstance(texts, Iterable):
         raise TypeError(f"{name} must be a str or a list of str, got {type(texts).__name__}")
-    if getattr(texts, "ndim", 1) != 1:  # (a DataFrame, as a mapping, iterates over its column names)
+    if getattr(texts, "ndim", 1) != 1 and hasattr(texts, "shape"):  # (a DataFrame iterates over its column names)
         kind = "an array" if isinstance(texts, np.ndarray) else f"a {type(texts).__name__}"
         raise TypeError(f"{name} must be a str or a 1-D sequence of str, got {kind} of shape {tuple(texts.shape)}")
     items = texts.tolist() if isinstance(texts, np.ndarray) else list(texts)
