@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from ..core.strategies import parse_strategies, split_names, strategy_names
-from ..errors import OptionError, device_parts, one_line, option_integer, option_number, shown_name
+from ..devices import device_parts
+from ..errors import OptionError, one_line, option_integer, option_number, shown_name
 from .flush import available, flusher, instruction
 from .harness import (
     Candidate,

@@ -13,8 +13,9 @@ from contextvars import ContextVar
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
-from .. import errors
-from ..errors import MAX_DEVICE_INDEX, check_bool, shown_value
+from .. import devices
+from ..devices import MAX_DEVICE_INDEX
+from ..errors import check_bool, shown_value
 
 __all__ = [
     "EncoderOptions", "OptionInfo", "Declared", "option", "LONG_DOCUMENT_MODES", "RUNTIME_NAMES", "DTYPE_NAMES",
@@ -83,9 +84,9 @@ def check_dtype(dtype: Any) -> Any:
 
 
 def device_parts(device: Any) -> tuple[str, int | None]:
-    """``device`` as (type, index) (`tokenpool.errors.device_parts`, every runtime's reader of device names), an
+    """``device`` as (type, index) (`tokenpool.devices.device_parts`, every runtime's reader of device names), an
     index above torch's named as the caller wrote the option (`spell`); `OptionError` else."""
-    return errors.device_parts(device, spell("device"))
+    return devices.device_parts(device, spell("device"))
 
 
 def parse_device(device: Any) -> Any:
@@ -94,7 +95,8 @@ def parse_device(device: Any) -> Any:
     Whether this machine has it is `tokenpool.model.runners.resolve_device`'s check."""
     import torch
 
-    from ..errors import device_index_refusal, is_int, shown_int
+    from ..devices import device_index_refusal
+    from ..errors import is_int, shown_int
 
     if is_int(device) and device > MAX_DEVICE_INDEX:  # (a bare index: 300 would be torch's 44 too)
         raise device_index_refusal(spell("device"), shown_int(int(device)))
