@@ -31,22 +31,23 @@ def _mean_loop(hidden: np.ndarray, mask: list) -> np.ndarray:
 
 def test_compile_before_the_op_is_registered_still_refuses_a_mask_of_twos(monkeypatch):
     """``torch.compile(pool)`` (default mode) in a process where neither `tokenpool.torch` nor an eager torch mask
-    had registered the op returned zero vectors for a mask of 2s (unchecked ``mask == 1``); the base refused it
-    after a graph break. Now: eager's ValueError again, and the right vectors for a 0/1 mask."""
+    had registered the op returned zero vectors for a mask of 2s (an unchecked ``mask == 1``); the base refused it
+    after a graph break. Now: eager's ValueError again, and the 0/1 mask as booleans."""
     monkeypatch.setattr(masks, "_torch_mask_check", None)
     torch._dynamo.reset()
+    xp = masks.namespace(torch.empty(0))
     hidden = torch.randn(4, 6, 3)
     mask = torch.tensor(_MASK)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        compiled = torch.compile(lambda h, m: tokenpool.pool(h, m, "mean"), backend="eager")
+        compiled = torch.compile(lambda m: masks.prepare_mask(xp, hidden, m), backend="eager")
         try:
             with pytest.raises(ValueError, match=_NOT_BINARY):
-                compiled(hidden, mask * 2)
-            out = compiled(hidden, mask)
+                compiled(mask * 2)
+            out = compiled(mask)
         finally:
             torch._dynamo.reset()
-    np.testing.assert_allclose(out.numpy(), _mean_loop(hidden.numpy(), _MASK), rtol=1e-6, atol=1e-6)
+    assert out.tolist() == [[value == 1 for value in row] for row in _MASK]
 
 
 def test_a_torch_without_custom_ops_still_pools_eagerly(monkeypatch):
