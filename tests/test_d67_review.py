@@ -91,3 +91,19 @@ def test_two_threads_first_torch_masks_register_the_op_once(monkeypatch):
     assert masks._torch_mask_check(torch.tensor([1, 0])).tolist() == [True, False]
     with pytest.raises(ValueError, match=_NOT_BINARY):
         masks._torch_mask_check(torch.tensor([2, 0]))
+
+
+@pytest.mark.parametrize("exporting", [lambda: True, None])
+def test_compiling_is_told_from_exporting_by_exports_own_flag(monkeypatch, exporting):
+    """`torch_compiling` asked ``torch.compiler.is_exporting()``, which Dynamo answered True under torch.compile
+    too before pytorch#176347 (torch 2.7 to 2.1x): a compiled pool then left a mask of 2s unchecked (zero vectors);
+    torch 2.4 to 2.6 have no ``is_exporting`` (AttributeError). Now: only export's own flag means exporting."""
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    if exporting is None:
+        monkeypatch.delattr(torch.compiler, "is_exporting")
+    else:
+        monkeypatch.setattr(torch.compiler, "is_exporting", exporting)
+    assert masks.torch_compiling(torch.ones(2))
+    assert not masks.torch_compiling(np.ones(2))
+    monkeypatch.setattr(torch.compiler, "_is_exporting_flag", True, raising=False)
+    assert not masks.torch_compiling(torch.ones(2))
