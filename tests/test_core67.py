@@ -54,7 +54,11 @@ def quiet_dynamo():
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.float32, torch.uint8])
 def test_fullgraph_compile_of_pool_with_a_numeric_mask(dtype):
     """``torch.compile(pool, fullgraph=True)`` with an integer or float mask failed: the mask's 0/1 check and
-    `host_view`'s torch.func check read data while Dynamo traced. Now: the eager result, forward and backward."""
+    `host_view`'s torch.func check read data while Dynamo traced. Now: the eager result, forward and backward,
+    once the check's op is registered (as `tokenpool.torch`'s import and any eager torch mask do)."""
+    from tokenpool.core.masks import register_torch_mask_check
+
+    register_torch_mask_check()
     torch._dynamo.reset()
     strategies = ["mean", "max", "lasttoken", "weightedmean"]
 

@@ -90,7 +90,9 @@ def torch_compiling(x: Any) -> bool:
     if not is_torch_tensor(x):
         return False
     compiler = sys.modules["torch"].compiler
-    return compiler.is_compiling() and not compiler.is_exporting()
+    # (export's flag, not is_exporting(): Dynamo answered True to it under torch.compile too before pytorch#176347
+    # (2026), and torch < 2.7 has neither)
+    return compiler.is_compiling() and not getattr(compiler, "_is_exporting_flag", False)
 
 
 def holds_float64(xp: Any, x: Any) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Any
 
 import numpy as np
@@ -49,40 +50,51 @@ def prepare_mask(xp: Any, hidden: Any, attention_mask: Any) -> Any:
         return _on_device_of(xp, keep, hidden)
     if not (xp.isdtype(mask.dtype, "integral") or xp.isdtype(mask.dtype, "real floating")):
         raise ValueError(f"attention_mask must hold 0/1 or booleans, got dtype {mask.dtype}")
-    if not has_abstract_values(mask):
-        if not bool(xp.all(xp.logical_or(mask == 0, mask == 1))):
-            _check_binary(to_numpy(mask))  # raises, naming the values
-    elif _torch_mask_check is not None and torch_compiling(mask):
+    compiling = torch_compiling(mask)
+    if compiling and _torch_mask_check is not None:
         return _on_device_of(xp, _torch_mask_check(mask), hidden)  # (torch.compile: checked as the graph runs)
+    if compiling or not has_abstract_values(mask):  # (compiled before the op's registration: a graph break)
+        _check_values(xp, mask)
     return _on_device_of(xp, mask == 1, hidden)
 
 
 _torch_mask_check: Any = None  # torch's op ``tokenpool::binary_mask``, once registered
+_REGISTERING = threading.Lock()  # (two threads' first torch masks: one registration)
 
 
 def register_torch_mask_check() -> None:
-    """Register torch's custom op ``tokenpool::binary_mask`` (`_check_binary`, then ``mask == 1``), where torch is
+    """Register torch's custom op ``tokenpool::binary_mask`` (`_check_values`, then ``mask == 1``), where torch is
     imported: a torch.compile graph (fullgraph too) runs it on the real values, where Dynamo can trace no check
     that reads them, nor this registration (done by `tokenpool.torch`'s import and by any eager torch mask; a
-    graph traced before either leaves the values unchecked, as jax.jit does)."""
+    graph traced before either checks them after a graph break, and fullgraph fails, as before the op)."""
     global _torch_mask_check
     torch = sys.modules.get("torch")
-    if _torch_mask_check is not None or torch is None:
+    if _torch_mask_check is not None or torch is None or not hasattr(torch.library, "custom_op"):  # (torch < 2.4)
         return
-    try:
-        check = torch.library.custom_op("tokenpool::binary_mask", _binary_mask, mutates_args=(),
-                                        schema="(Tensor mask) -> Tensor")  # fmt: skip
-        check.register_fake(lambda mask: torch.empty_like(mask, dtype=torch.bool))
-    except RuntimeError:  # registered by an earlier copy of this module (importlib.reload)
-        check = torch.ops.tokenpool.binary_mask
-    _torch_mask_check = check
+    with _REGISTERING:
+        if _torch_mask_check is not None:
+            return
+        try:
+            check = torch.library.custom_op("tokenpool::binary_mask", _binary_mask, mutates_args=(),
+                                            schema="(Tensor mask) -> Tensor")  # fmt: skip
+            check.register_fake(lambda mask: torch.empty_like(mask, dtype=torch.bool))
+        except RuntimeError:  # an earlier copy of this module (importlib.reload) on a torch that refuses redefining
+            check = torch.ops.tokenpool.binary_mask
+        _torch_mask_check = check
 
 
 def _binary_mask(mask: Any) -> Any:
     """`register_torch_mask_check`'s op on real values: ValueError naming a value other than 0/1, else the
     boolean mask."""
-    _check_binary(to_numpy(mask))
+    _check_values(namespace(mask), mask)
     return mask == 1
+
+
+def _check_values(xp: Any, mask: Any) -> None:
+    """ValueError naming the values of an integer or float ``mask`` that are not 0 or 1: one reduction where the
+    mask lies (on CUDA one synchronisation), its values copied to the host only when one is bad."""
+    if not bool(xp.all(xp.logical_or(mask == 0, mask == 1))):
+        _check_binary(to_numpy(mask))  # raises, naming the values
 
 
 def _on_device_of(xp: Any, keep: Any, hidden: Any) -> Any:
