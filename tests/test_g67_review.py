@@ -3,7 +3,9 @@ caller's transformers level, and the onnx runtime's word for a folder with no to
 
 from __future__ import annotations
 
+import logging
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -50,3 +52,70 @@ def test_another_json_file_over_64_mib_is_still_refused_by_its_size(tiny, tmp_pa
         Encoder(folder, device="cpu")
     message = str(refused.value)
     assert str(file) in message and f"{(64 << 20) + 1:,} bytes" in message and f"{64 << 20:,}" in message, message
+
+
+# ------------------------------------------------------------------------------ quiet_transformers
+
+
+def test_overlapping_quiet_blocks_in_two_threads_give_back_the_callers_transformers_level():
+    """Two loads at once (threads): A quiets (saves INFO), B quiets (saves ERROR: A's quiet), A ends (INFO), B ends
+    and restored ERROR: the user's transformers verbosity was lost for the rest of the process. A NOTSET level
+    (following the root logger) came back as the level it resolved to."""
+    pytest.importorskip("transformers")
+    from transformers.utils import logging as hf_logging
+
+    from tokenpool.model.runners import quiet_transformers
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_info()
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first():
+        with quiet_transformers():
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()
+
+    def second():
+        a_in.wait(10)
+        with quiet_transformers():
+            b_in.set()
+            a_out.wait(10)
+
+    try:
+        threads = [threading.Thread(target=first), threading.Thread(target=second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(20)
+        assert hf_logging.get_verbosity() == logging.INFO
+        library = logging.getLogger("transformers")
+        library.setLevel(logging.NOTSET)  # (follows the root logger's level)
+        with quiet_transformers():
+            pass
+        assert library.level == logging.NOTSET
+    finally:
+        hf_logging.set_verbosity(before)
+
+
+@pytest.mark.parametrize("level", [logging.DEBUG, logging.WARNING, logging.CRITICAL])
+@pytest.mark.parametrize("bars", [True, False])
+def test_one_quiet_block_gives_back_the_level_and_bars_transformers_api_reports(level, bars):
+    """In one thread: inside, transformers' verbosity is ERROR and its bars are off; after, its own API
+    (`get_verbosity`, `is_progress_bar_enabled`) reports what the caller set, an exception inside too."""
+    pytest.importorskip("transformers")
+    from transformers.utils import logging as hf_logging
+
+    from tokenpool.model.runners import quiet_transformers
+
+    before, bars_before = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    try:
+        hf_logging.set_verbosity(level)
+        (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
+        with pytest.raises(RuntimeError), quiet_transformers():
+            assert hf_logging.get_verbosity() == logging.ERROR and not hf_logging.is_progress_bar_enabled()
+            raise RuntimeError("a load failed")
+        assert (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()) == (level, bars)
+    finally:
+        hf_logging.set_verbosity(before)
+        (hf_logging.enable_progress_bar if bars_before else hf_logging.disable_progress_bar)()
