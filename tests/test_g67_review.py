@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tokenpool.errors import ConfigError
+from tokenpool.errors import ConfigError, ModelFolderError
 
 # ------------------------------------------------------------------------------ tokenizer.json's size cap
 
@@ -119,3 +119,27 @@ def test_one_quiet_block_gives_back_the_level_and_bars_transformers_api_reports(
     finally:
         hf_logging.set_verbosity(before)
         (hf_logging.enable_progress_bar if bars_before else hf_logging.disable_progress_bar)()
+
+
+# ------------------------------------------------------------------------------ no tokenizer files on onnx
+
+
+def test_the_onnx_runtime_names_missing_tokenizer_files_as_the_torch_runtime_does(tiny, tiny_onnx, tmp_path):
+    """A folder with its config and weights but no tokenizer file at all: the onnx runtime said it "has only slow
+    tokenizer files — use runtime='torch'", which torch then refused as missing them (`check_files`, the
+    reference). Both now name the missing tokenizer files."""
+    pytest.importorskip("onnxruntime")
+    from tokenpool import Encoder
+
+    folder = Path(shutil.copytree(tiny, tmp_path / "model"))
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(ModelFolderError) as by_torch:
+        Encoder(folder, device="cpu")
+    with pytest.raises(ModelFolderError) as by_onnx:
+        Encoder(folder, runtime="onnx", onnx_file=tiny_onnx)
+    said = f"model folder {str(folder)!r} is missing tokenizer files (one of tokenizer.json, vocab.txt"
+    assert said in str(by_torch.value) and said in str(by_onnx.value), (by_torch.value, by_onnx.value)
+    assert "slow" not in str(by_onnx.value)
+    (folder / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\na\n", encoding="utf-8")  # a slow tokenizer's file
+    with pytest.raises(ModelFolderError, match="only slow tokenizer files — use runtime='torch'"):
+        Encoder(folder, runtime="onnx", onnx_file=tiny_onnx)
