@@ -98,9 +98,10 @@ def test_a_bad_config_json_is_refused_with_the_same_message_by_the_encoder_and_t
 
 @pytest.mark.parametrize("runtime", ["torch", "onnx"])
 def test_a_tokenizer_json_over_the_json_cap_is_refused_by_its_size_on_either_runtime(tiny, tmp_path, runtime):
-    """docs/security.md: "A JSON file of the folder larger than 64 MiB ... is refused by its size, never read into
-    memory". tokenizer.json was read whole by the tokenizers library (either runtime) whatever its size: a sparse
-    file of 64 MiB + 1 bytes (no disk) was read into memory and then failed to parse."""
+    """docs/security.md: "tokenizer.json larger than 512 MiB ... is refused by its size, never read into memory".
+    tokenizer.json was read whole by the tokenizers library (either runtime) whatever its size: a sparse file of
+    the cap + 1 bytes (no disk) was read into memory and then failed to parse. (Review g: the cap was 64 MiB,
+    which a real tokenizer.json of a million-piece vocabulary nears: tests/test_g67_review.py.)"""
     from tokenpool import Encoder
     from tokenpool.errors import ConfigError
 
@@ -108,7 +109,7 @@ def test_a_tokenizer_json_over_the_json_cap_is_refused_by_its_size_on_either_run
         pytest.importorskip("onnxruntime")
     folder = Path(shutil.copytree(tiny, tmp_path / "model"))
     file = folder / "tokenizer.json"
-    cap = 64 << 20  # (the documented 64 MiB)
+    cap = 512 << 20  # (the documented 512 MiB of a tokenizer.json)
     with open(file, "r+b") as fh:
         fh.truncate(cap + 1)
     with pytest.raises(ConfigError) as refused:

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import ModelFolderError, is_int, require
 from .configs import saved_limit
+from .folders import missing_tokenizer
 from .safety import check_regular_files, read_json_object
 
 __all__ = ["FolderTokenizer"]
@@ -349,6 +350,8 @@ class FolderTokenizer:
         path = folder / "tokenizer.json"
         check_regular_files(folder, [path.name])  # (a pipe there is no missing file)
         if not path.is_file():
+            if (missing := missing_tokenizer(folder)) is not None:  # (no tokenizer at all: as `check_files` says it)
+                raise ModelFolderError(f"model folder {str(folder)!r} is missing {missing}")
             raise ModelFolderError(
                 f"the onnx runtime needs {path} (a fast tokenizer); this folder has only slow tokenizer files "
                 "— use runtime='torch'"

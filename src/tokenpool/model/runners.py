@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,21 +126,35 @@ def load_config_and_tokenizer(folder: Path, *, trust_remote_code: bool = False) 
     return model_config, tokenizer
 
 
+# while `quiet_transformers` blocks run (in one thread or several): how many, and the caller's transformers
+# level and progress bars from before the first, restored when the last ends (not by one ending meanwhile)
+_QUIET_LOCK = threading.Lock()
+_QUIET: dict[str, Any] = {"blocks": 0}
+
+
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
-    """transformers' own warnings (multi-line load reports) off while a folder loads; tokenpool logs a summary."""
+    """transformers' own warnings (multi-line load reports) off while a folder loads; tokenpool logs a summary.
+    The caller's level (NOTSET too: following the root logger's) and bars are back when the last block ends."""
     from transformers.utils import logging as hf_logging  # (its callers have imported transformers)
 
-    before = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    library = logging.getLogger("transformers")  # (the logger transformers' verbosity is the level of)
+    with _QUIET_LOCK:
+        if _QUIET["blocks"] == 0:
+            hf_logging.get_verbosity()  # (transformers sets its default level on first use)
+            _QUIET.update(level=library.level, bars=hf_logging.is_progress_bar_enabled())
+        _QUIET["blocks"] += 1
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
     try:
         yield
     finally:
-        hf_logging.set_verbosity(before)
-        if bars:
-            hf_logging.enable_progress_bar()
+        with _QUIET_LOCK:
+            _QUIET["blocks"] -= 1
+            if _QUIET["blocks"] == 0:
+                library.setLevel(_QUIET["level"])
+                if _QUIET["bars"]:
+                    hf_logging.enable_progress_bar()
 
 
 def text_config(model_config: Any) -> Any:

@@ -24,6 +24,9 @@ NOT_REGULAR = "a named pipe, device, socket or folder, not a regular file"
 # the most bytes tokenpool reads of a folder's JSON file (the largest real ones, tokenizer configs with every added
 # token, are a few MiB): a larger (say sparse) file is refused by its size, never read whole into memory
 MAX_JSON_BYTES = 64 << 20
+# tokenizer.json's (read whole by the tokenizers library): Gemma 3's is some 32 MiB, a million-piece vocabulary's
+# (XLM-V's 901,629 Unigram pieces, saved as tokenizers saves them: indented, lines per piece) some 60 MiB
+MAX_TOKENIZER_JSON_BYTES = 512 << 20
 # the files of a folder in which transformers looks for ``auto_map`` (code to import)
 CODE_CONFIG_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
 
@@ -59,13 +62,15 @@ def check_regular_files(folder: Path, names: Iterable[str]) -> None:
     """`ConfigError` naming the first of ``names`` in ``folder`` that is there (`is_present`) but is no regular
     file (or link to one): a library reading it would wait on a pipe forever, or take it for absent and read
     another file (transformers: a pipe ``tokenizer.json`` made it build the tokenizer from ``vocab.txt``); or
-    a JSON file over `MAX_JSON_BYTES`, which the library would read whole (tokenizer.json: the tokenizers')."""
+    a JSON file over `MAX_JSON_BYTES` (tokenizer.json: `MAX_TOKENIZER_JSON_BYTES`), which the library would read
+    whole (tokenizer.json: the tokenizers')."""
     for file in (folder / name for name in names):
         if is_present(file) and not file.is_file():
             why = NOT_REGULAR if file.exists() else "a dangling link"
             raise ConfigError(f"{file}: {why}; tokenpool reads only regular files from a model folder")
-        if file.suffix == ".json" and file.is_file() and (size := file.stat().st_size) > MAX_JSON_BYTES:
-            raise ConfigError(f"{file}: {_over(size, MAX_JSON_BYTES)} of a JSON file")
+        cap = MAX_TOKENIZER_JSON_BYTES if file.name == "tokenizer.json" else MAX_JSON_BYTES
+        if file.suffix == ".json" and file.is_file() and (size := file.stat().st_size) > cap:
+            raise ConfigError(f"{file}: {_over(size, cap)} of a JSON file")
 
 
 def is_present(path: Path) -> bool:
