@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
+import os
+import select
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -21,26 +25,103 @@ def assert_one_error_line(code: int, err: str, *needles: str) -> None:
         assert needle in lines[0], lines[0]
 
 
+# A server that imports torch, transformers (the fixture models' BERT modules) and tokenpool once, then forks one
+# child per `tokenpool embed` to kill: each kill then costs the model's loading, not ~6 s of CPU importing. It only
+# imports (no model forward, so no thread pool runs before a fork); the caller waits on the child with a pidfd and
+# the server reaps it only when told, so its pid cannot be reused while it may still be signalled.
+_FORK_SERVER = textwrap.dedent(
+    """
+    import json, os, sys
+    import torch, transformers
+    from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
+    from transformers import BertForMaskedLM, BertModel, BertTokenizerFast
+    import tokenpool.jobs, tokenpool.model.encoder
+    from tokenpool.cli import main
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # the commands' stdout goes where a `tokenpool embed` subprocess's would, not into the replies
+    while request := sys.stdin.readline():
+        argv, cwd = json.loads(request)
+        pid = os.fork()
+        if pid == 0:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+            try:
+                os.chdir(cwd)
+                os._exit(main(argv) or 0)
+            except BaseException:
+                os._exit(1)
+        print(pid, file=replies)
+        sys.stdin.readline()  # the caller is done with the child
+        print(os.waitpid(pid, 0)[1], file=replies)
+    """
+)
+_FORK_SERVERS: dict[tuple, subprocess.Popen] = {}
+
+
+def _fork_server(env: dict[str, str]) -> subprocess.Popen:
+    """The running fork server for ``env`` (one per environment, as a subprocess would get it)."""
+    key = tuple(sorted(env.items()))
+    server = _FORK_SERVERS.get(key)
+    if server is None or server.poll() is not None:
+        server = subprocess.Popen([sys.executable, "-c", _FORK_SERVER], env=env, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True, bufsize=1)  # fmt: skip
+        _FORK_SERVERS[key] = server
+    return server
+
+
+@atexit.register
+def _stop_fork_servers() -> None:
+    for server in _FORK_SERVERS.values():
+        server.stdin.close()
+        server.wait()  # (waited for, so that its CPU counts in its parent's)
+
+
 def kill_after_chunks(cmd: list[str], output: Path, env: dict[str, str], *, chunks: int = 2, timeout: float = 600) -> dict:
     """Run ``cmd`` (a ``tokenpool embed`` writing ``output``) and SIGKILL it as soon as its work folder's
-    manifest counts ``chunks`` completed chunks; returns that manifest. Fails if the run ends first."""
+    manifest counts ``chunks`` completed chunks; returns that manifest. Fails if the run ends first.
+    ``python -m tokenpool.cli ...`` runs in a child forked from a fork server (the same command, imported once)."""
     manifest = Path(f"{output}.tokenpool-partial") / "manifest.json"
-    victim = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+    if cmd[:3] != [sys.executable, "-m", "tokenpool.cli"] or not hasattr(os, "pidfd_open"):
+        victim = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+        status = _kill_when_stored(manifest, chunks, timeout, victim.poll, victim.kill, victim.wait)
+        assert status == -signal.SIGKILL
+    else:
+        server = _fork_server(env)
+        server.stdin.write(json.dumps([cmd[3:], os.getcwd()]) + "\n")
+        pid = int(server.stdout.readline())
+        pidfd = os.pidfd_open(pid)
+
+        def ended() -> bool | None:  # (None while it runs, as `Popen.poll`)
+            return True if select.select([pidfd], [], [], 0)[0] else None
+
+        def kill() -> None:
+            os.kill(pid, signal.SIGKILL)
+
+        def reap() -> int:
+            os.close(pidfd)
+            server.stdin.write("\n")
+            return int(server.stdout.readline())
+
+        status = _kill_when_stored(manifest, chunks, timeout, ended, kill, reap)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert not Path(output).exists()  # nothing under the final name until complete
+    return json.loads(manifest.read_text())
+
+
+def _kill_when_stored(manifest: Path, chunks: int, timeout: float, ended, kill, wait) -> int:
+    """Poll ``manifest`` until it counts ``chunks`` chunks, then ``kill`` the run; ``wait``'s status."""
     deadline = time.monotonic() + timeout
     try:
         while True:
             assert time.monotonic() < deadline, f"no {chunks} chunks completed in {timeout} s"
-            assert victim.poll() is None, "the run finished before it could be killed"
+            assert ended() is None, "the run finished before it could be killed"
             if manifest.exists() and json.loads(manifest.read_text())["chunks_done"] >= chunks:
-                victim.send_signal(signal.SIGKILL)
+                kill()
                 break
             time.sleep(0.005)
     finally:
-        victim.kill()
-        victim.wait()
-    assert victim.returncode == -signal.SIGKILL
-    assert not Path(output).exists()  # nothing under the final name until complete
-    return json.loads(manifest.read_text())
+        kill()
+        status = wait()
+    return status
 
 
 def tiny_beir(root: Path) -> Path:
