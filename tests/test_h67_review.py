@@ -65,3 +65,16 @@ def test_a_conjunct_joins_as_unicode_17s_consonants_do(text):
     being the linker's; and the Vedic linker U+1CF5, a letter, was read as a consonant a virama joins.
     Reference: ``regex``'s ``\\X`` (InCB=Consonant)."""
     assert joined_characters(text) == _clusters(text)
+
+
+@pytest.mark.parametrize("before", ["", "a", "ab ", "\u0915\u094d"])
+def test_a_cut_deep_in_a_long_flag_run_names_the_flag_it_cuts(before):
+    """`cut_character` at every edge in a run of 41 flags (read back in doubling windows) names the flag the edge
+    cuts, whole, or none at a flag's start. Reference: ``regex``'s ``\\X``."""
+    from tokenpool.model.document_tokens import cut_character
+
+    text = before + "\U0001f1eb\U0001f1f7" * 41 + "x"
+    spans = [m.span() for m in regex.finditer(r"\X", text)]
+    for start in range(len(before), len(text) - 3):
+        want = next(((a, b) for a, b in spans if a < start < b), None)
+        assert cut_character(text, start, start + 2) == want, start

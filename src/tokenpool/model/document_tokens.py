@@ -328,17 +328,26 @@ _SPACING_ALONE = ("\u102b\u102c\u1038\u1062\u1063\u1064\u1067\u1068\u1069\u106a\
 # the regional indicators A-Z: two make a flag
 _FLAG_LETTERS = "".join(map(chr, range(0x1F1E6, 0x1F200)))
 _FLAG_RUN = re.compile("[\U0001F1E6-\U0001F1FF]+")
+_LAST_NOT_FLAG = re.compile("(?s:.*)[^\U0001F1E6-\U0001F1FF]")  # a text up to its last non-indicator
 
 
 def _flag_letters_before(text: str, i: int) -> int:
     """How many regional indicators run up to ``text[i]`` (``text[i - 1]`` is one)."""
     held, start, end = getattr(_flag_run, "last", None) or (None, 0, 0)
     if held is not text or not start < i <= end:
-        start = i - 1
-        while start > 0 and text[start - 1] in _FLAG_LETTERS:
-            start -= 1
+        start = _flag_run_start(text, i - 1)
         _flag_run.last = (text, start, _FLAG_RUN.match(text, start).end())
     return i - start
+
+
+def _flag_run_start(text: str, at: int) -> int:
+    """Where the run of regional indicators through ``text[at]`` starts: read back by the regex engine in windows
+    doubling in size (a call per chunk edge deep in a long run costs little)."""
+    size = 16
+    while at > 0 and _FLAG_RUN.fullmatch(text, max(0, at - size), at):
+        at, size = max(0, at - size), size * 2
+    head = _LAST_NOT_FLAG.match(text, max(0, at - size), at)
+    return head.end() if head else 0
 
 
 # signs that begin the character after them (Unicode's Prepend: an Arabic number sign before its digits, UAX #29 GB9b)
