@@ -4,10 +4,13 @@ words, with the fast tokenizer's character offsets; and the tokens that meet a c
 
 from __future__ import annotations
 
+import functools
 import re
+import threading
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -23,6 +26,25 @@ __all__ = [
 # Characters tokenised per call: a document longer than this is tokenised slice by slice (cut at whitespace).
 SLICE_CHARS = 200_000
 SLICES_PER_CALL = 16  # slices per tokenizer call (it encodes a list on its own threads)
+_Function = TypeVar("_Function", bound=Callable[..., Any])
+
+# the run of regional indicators last looked up in this thread, as (text, start, end), until the call that looked
+# it up returns (`_forgets_flag_run`): a chunk edge in a long run of flags does not read back to its start again,
+# a text is told from another by identity (not a hash), and no user text is held after the call
+_flag_run = threading.local()
+
+
+def _forgets_flag_run(function: _Function) -> _Function:
+    """``function``, forgetting the flag run `_flag_letters_before` looked up in its text when it returns."""
+
+    @functools.wraps(function)
+    def forgetting(*args: Any) -> Any:
+        try:
+            return function(*args)
+        finally:
+            _flag_run.last = None
+
+    return cast(_Function, forgetting)
 
 
 @dataclass
@@ -55,6 +77,7 @@ def _separates(char: str) -> bool:
     return char.isspace() and (char in "\t\n\r" or unicodedata.category(char) != "Cc")
 
 
+@_forgets_flag_run
 def _cut(text: str, start: int, limit: int) -> int:
     """Where to end the slice that starts at ``start``: before the last whitespace in its second half that ends a
     run (a byte-level BPE reads a run of spaces but its last as one piece, the last with the next word), a space
@@ -191,6 +214,7 @@ def checked_span_chunks(tokens: DocumentTokens, spans: list[tuple[int, int]], do
     return out
 
 
+@_forgets_flag_run
 def chunk_characters(tokens: DocumentTokens, text: str, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """``[start, end)`` in ``text`` of each range of body tokens ``first <= t < last``: from the first one's start
     to the last one's end, taken on over the characters after it that continue its character (`_joins`: combining
@@ -265,15 +289,16 @@ def _joins(text: str, i: int) -> bool:
 # the viramas that join consonants into one character (Unicode 17's InCB=Linker: Devanagari, Bengali, Gujarati,
 # Oriya, Telugu, Malayalam, Myanmar, Khmer, Tai Tham, Balinese, Sundanese, Vedic, Javanese, Meetei Mayek,
 # Kharoshthi, Chakma, Tulu-Tigalari, Dives Akuru, Zanabazar Square, Soyombo, Kawi), and the 128-character
-# blocks of those scripts
+# blocks of those scripts (Myanmar's Shan and Extended-A consonants and Meetei Mayek's letters lie past theirs)
 _LINKERS = ("\u094d\u09cd\u0acd\u0b4d\u0c4d\u0d4d\u1039\u17d2\u1a60\u1b44\u1bab\u1cf5\u1cf6\ua9c0\uaaf6"
             "\U00010a3f\U00011133\U000113d0\U0001193e\U00011a3a\U00011a47\U00011a99\U00011f42")
-_CONJUNCT_BLOCKS = {ord(linker) >> 7 for linker in _LINKERS}
+_CONJUNCT_BLOCKS = {ord(linker) >> 7 for linker in _LINKERS + "\u1080\uaa60\uabc0"}
 
 
 def _consonant(char: str, category: str) -> bool:
-    """A letter of a script whose virama joins conjuncts (approximates InCB=Consonant: its vowel letters too)."""
-    return category == "Lo" and ord(char) >> 7 in _CONJUNCT_BLOCKS
+    """A letter of a script whose virama joins conjuncts (approximates InCB=Consonant: its vowel letters too), not
+    a linker (the Vedic ones are letters)."""
+    return category == "Lo" and ord(char) >> 7 in _CONJUNCT_BLOCKS and char not in _LINKERS
 
 
 def _conjoined(text: str, i: int) -> bool:
@@ -290,8 +315,8 @@ def _extends(char: str, category: str) -> bool:
     """A combining mark, ZWJ, ZWNJ, emoji skin tone or tag, or one of the letters Unicode makes marks (Thai / Lao
     SARA AM, halfwidth katakana sound marks) (``category``: its own): it continues any character."""
     code = ord(char)
-    return ((category[0] == "M" and char not in _SPACING_ALONE) or char in "\u200c\u200d\u0e33\u0eb3\uff9e\uff9f" or 0x1F3FB <= code <= 0x1F3FF
-            or 0xE0020 <= code <= 0xE007F)
+    return ((category[0] == "M" and char not in _SPACING_ALONE) or char in "\u200c\u200d\u0e33\u0eb3\uff9e\uff9f"
+            or 0x1F3FB <= code <= 0x1F3FF or 0xE0020 <= code <= 0xE007F)
 
 
 # the spacing marks that begin a character of their own (Unicode's exceptions to SpacingMark, UAX #29 GB9a):
@@ -303,23 +328,26 @@ _SPACING_ALONE = ("\u102b\u102c\u1038\u1062\u1063\u1064\u1067\u1068\u1069\u106a\
 # the regional indicators A-Z: two make a flag
 _FLAG_LETTERS = "".join(map(chr, range(0x1F1E6, 0x1F200)))
 _FLAG_RUN = re.compile("[\U0001F1E6-\U0001F1FF]+")
-
-
-# the run of regional indicators last looked up, as (len(text), hash(text), start, end): a chunk edge in a long
-# run of flags does not read back to its start again, and no user text is held
-_last_flag_run = (0, 0, 0, 0)
+_LAST_NOT_FLAG = re.compile("(?s:.*)[^\U0001F1E6-\U0001F1FF]")  # a text up to its last non-indicator
 
 
 def _flag_letters_before(text: str, i: int) -> int:
     """How many regional indicators run up to ``text[i]`` (``text[i - 1]`` is one)."""
-    global _last_flag_run
-    size, key, start, end = _last_flag_run
-    if (size, key) != (len(text), hash(text)) or not start < i <= end:
-        start = i - 1
-        while start > 0 and text[start - 1] in _FLAG_LETTERS:
-            start -= 1
-        _last_flag_run = (len(text), hash(text), start, _FLAG_RUN.match(text, start).end())
+    held, start, end = getattr(_flag_run, "last", None) or (None, 0, 0)
+    if held is not text or not start < i <= end:
+        start = _flag_run_start(text, i - 1)
+        _flag_run.last = (text, start, _FLAG_RUN.match(text, start).end())
     return i - start
+
+
+def _flag_run_start(text: str, at: int) -> int:
+    """Where the run of regional indicators through ``text[at]`` starts: read back by the regex engine in windows
+    doubling in size (a call per chunk edge deep in a long run costs little)."""
+    size = 16
+    while at > 0 and _FLAG_RUN.fullmatch(text, max(0, at - size), at):
+        at, size = max(0, at - size), size * 2
+    head = _LAST_NOT_FLAG.match(text, max(0, at - size), at)
+    return head.end() if head else 0
 
 
 # signs that begin the character after them (Unicode's Prepend: an Arabic number sign before its digits, UAX #29 GB9b)
@@ -336,6 +364,7 @@ def _control(char: str, category: str) -> bool:
     return not _extends(char, category) and char not in _PREPENDED
 
 
+@_forgets_flag_run
 def joined_characters(text: str) -> list[tuple[int, int]]:
     """``[start, end)`` of each of ``text``'s characters of several code points (`_joins`: a letter and the marks
     after it, an emoji ZWJ sequence), in text order."""
@@ -348,6 +377,7 @@ def joined_characters(text: str) -> list[tuple[int, int]]:
     return out
 
 
+@_forgets_flag_run
 def cut_character(text: str, start: int, end: int) -> tuple[int, int] | None:
     """``[a, b)`` of the character (`_joins`) that ``text[start:end]`` cuts at its start or end, else None (a mark
     after whitespace, as `chunk_characters` leaves it, is no cut)."""
