@@ -15,6 +15,7 @@ import numbers
 import os
 import posixpath
 import re
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -643,21 +644,23 @@ def _users_errors(input_uri: str | None = None, column: str = TEXT_KEY) -> Itera
     a null text of ``input_uri``'s ``column`` named by its file and row."""
     import ray
 
+    handled = sys.exc_info()[1]  # the caller's own error (a job run in its except block): kept
     try:
         yield
     except ray.exceptions.RayError as err:
-        _end_actors(err)
+        _end_actors(err, handled)
         if input_uri is not None and NULL_TEXTS in str(err):  # an actor sees rows, not files: found here
             _refuse_null_texts(input_uri, column)
         raise _user_error(err) from err
 
 
-def _end_actors(err: Exception) -> None:
+def _end_actors(err: Exception, handled: BaseException | None) -> None:
     """End the failed job's actors (each holding a model and its CPUs or GPUs) now, not at some later garbage
     collection: until then the next job waits for their resources (a GPU job on a one-GPU node hung). Ray Data
     lets go of them in reference cycles that the tracebacks of ``err`` and of the exceptions it was raised from
-    keep (frames of Ray Data's executor): those go (the worker's traceback is in ``err``'s message)."""
-    chained, seen = [err], set()
+    keep (frames of Ray Data's executor): those go (the worker's traceback is in ``err``'s message), up to
+    ``handled``, the caller's error that the chain ends in when the job ran in an ``except`` block (kept)."""
+    chained, seen = [err], {id(handled)}
     while chained:
         error = chained.pop()
         if error is not None and id(error) not in seen:
