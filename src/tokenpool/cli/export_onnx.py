@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import CorpusError, OptionError, parse_number, refuse_empty_model
+from ..errors import CorpusError, OptionError, option_value, parse_number, refuse_empty_model
 from ..io.formats import check_text_options, input_format
 from ..io.readers import STDIN, iter_records, where
 from ..model.folders import check_files, resolve_model_path, transformer_dir
@@ -94,9 +94,7 @@ def _add_variant_options(export: argparse.ArgumentParser) -> tuple[tuple[str, An
 def min_cosine(text: str) -> float:
     """--min-cosine's value: a number within [0, 1] (argparse type: refused before any export runs)."""
     value = parse_number(text, special=True)  # (not "٠.٩" or "0_9"; NaN fails the range)
-    if value is None or not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number within [0, 1], got {text!r}")
-    return value
+    return option_value(value if value is not None and 0 <= value <= 1 else None, "a number within [0, 1]", text)
 
 
 # the variant options an optimised fp32 graph refuses as well (Recipe, variant_min_cosine)
