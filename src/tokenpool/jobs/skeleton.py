@@ -232,11 +232,17 @@ def check_common(job: EmbedJob) -> JobFormats:
     if folder is not None:  # the job owning that folder deletes the files it names there (output.jsonl, ...)
         raise CorpusError(f"{where(job.output)}: the output would lie inside the tokenpool work folder "
                           f"{where(folder)}; name another output")  # fmt: skip
-    if check_work_dir(work):  # (refused before a model loads: another program's folder or job, a partial run)
-        existing = WorkDir(job.output)
-        existing.check_unlocked()
-        partial_run(existing, job.resume)
     return JobFormats(in_fmt, out_fmt)
+
+
+def check_work(job: EmbedJob) -> None:
+    """OUT's work folder, when there is one, refused before a model loads as `run` refuses it (the last check
+    before the model: every other refusal comes first): another program's folder, another job's lock, a name
+    the job creates there that is no file of its own, a partial run without ``resume``."""
+    work = WorkDir(job.output)
+    if check_work_dir(work.path):
+        work.check_unlocked()
+        partial_run(work, job.resume)
 
 
 def _check_output_place(job: EmbedJob) -> Path:
