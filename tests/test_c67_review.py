@@ -125,3 +125,28 @@ def test_a_job_taking_its_lock_while_another_run_probes_it_is_not_refused(tmp_pa
         probe.close()
     with WorkDir(out), pytest.raises(CorpusError, match="another tokenpool process is writing"), WorkDir(out):
         pass
+
+
+@pytest.mark.parametrize("case", ["missing input", "chunk size", "tokens in npz"])
+def test_a_refusal_before_the_model_loads_comes_before_the_unwritable_folders(tmp_path, monkeypatch, case):
+    """An output folder that cannot be written was found only once the model had loaded, after every other
+    refusal; the early check came before the input's, the sizes' and the options' refusals, naming the folder
+    instead. Those come first again: the line is the one the same job gets in a folder it may write."""
+    src, shelf, free = tmp_path / "in.txt", tmp_path / "shelf", tmp_path / "free"
+    src.write_text("hello\nworld\n")
+    shelf.mkdir()
+    free.mkdir()
+
+    def job(folder: Path) -> EmbedJob:
+        if case == "missing input":
+            return EmbedJob(str(tmp_path / "missing.txt"), str(folder / "out.npy"))
+        if case == "chunk size":
+            return EmbedJob(str(src), str(folder / "out.npy"), chunk_size=0)
+        return EmbedJob(str(src), str(folder / "out.npz"), EncodeRequest(decoded_tokens=True))
+
+    reference = _refusal(job(free))
+    access = os.access  # the OS's answer for a read-only mount or a folder without write permission
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: access(path, mode, **kw) and not (
+        Path(path) == shelf and mode & os.W_OK))  # fmt: skip
+    assert "cannot be written" in _refusal(EmbedJob(str(src), str(shelf / "out.npy")))
+    assert _refusal(job(shelf)) == reference.replace(str(free), str(shelf))

@@ -40,7 +40,7 @@ def check_job(job: EmbedJob, options: EncoderOptions | None = None) -> JobFormat
     job.request = request.check(options)
     formats = check_common(job)
     KINDS[job.kind][0](job, formats)
-    check_work(job)  # (last: a partial run or another job's lock is named once nothing else is wrong)
+    check_work(job)  # (last: a partial run, a lock, an unwritable folder named once nothing else is wrong)
     return formats
 
 

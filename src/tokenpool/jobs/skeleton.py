@@ -236,19 +236,24 @@ def check_common(job: EmbedJob) -> JobFormats:
 
 
 def check_work(job: EmbedJob) -> None:
-    """OUT's work folder, when there is one, refused before a model loads as `run` refuses it (the last check
-    before the model: every other refusal comes first): another program's folder, another job's lock, a name
-    the job creates there that is no file of its own, a partial run without ``resume``."""
+    """What `run` would refuse once the model had loaded, refused before (the last checks: every other refusal
+    comes first, as it did): OUT's work folder when there is one (another program's folder, another job's lock,
+    a name the job creates there that is no file of its own, a partial run without ``resume``), then OUT's
+    folder when it cannot be written (the work folder and OUT are made there)."""
     work = WorkDir(job.output)
     if check_work_dir(work.path):
         work.check_unlocked()
         partial_run(work, job.resume)
+    folder = Path(job.output).parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CorpusError(f"{where(job.output)}: folder {where(folder)} cannot be written (no permission, or a "
+                          f"read-only file system)")  # fmt: skip
 
 
 def _check_output_place(job: EmbedJob) -> Path:
     """OUT as a path, after checking that a file may be renamed onto it: a name short enough for the job's work
-    folder, no folder, pipe, socket or device there, and its folder exists and may be written (a symlink at OUT
-    is replaced, not followed)."""
+    folder, no folder, pipe, socket or device there, and its folder exists (a symlink at OUT is replaced, not
+    followed)."""
     check_output_name(job.output)
     out = Path(job.output)
     if out.is_dir():
@@ -259,9 +264,6 @@ def _check_output_place(job: EmbedJob) -> Path:
     if not out.parent.is_dir():
         why = "is not a folder" if out.parent.exists() else "does not exist"
         raise CorpusError(f"{where(job.output)}: folder {where(out.parent)} {why}")
-    if not os.access(out.parent, os.W_OK | os.X_OK):  # (the work folder and OUT are made there)
-        raise CorpusError(f"{where(job.output)}: folder {where(out.parent)} cannot be written (no permission, or a "
-                          f"read-only file system)")  # fmt: skip
     return out
 
 
