@@ -18,7 +18,9 @@ import json
 import os
 import re
 import socket
+import stat
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
@@ -44,6 +46,8 @@ _OWN_NAMES = re.compile(
 )
 _IN_PLACE = re.compile(r"(^output\.|\.tmp$)")  # the names the job opens for writing (others are renamed over)
 _PART = re.compile(r"^[a-z_]+\.(npy|json)$")
+# a job takes its lock in _LOCK_TRIES tries _LOCK_WAIT seconds apart: a probe's shared lock lasts an instant
+_LOCK_TRIES, _LOCK_WAIT = 50, 0.02
 _STAGING = ".new-"  # + the creating process's id: the work folder's name while `WorkDir._create` makes it
 
 
@@ -132,22 +136,32 @@ class WorkDir:
         return self
 
     def check_unlocked(self) -> None:
-        """`CorpusError` when another process holds the folder's lock (writes its output): a probe, taking and
-        releasing a shared lock on its lock file, for the check before a model loads."""
-        with contextlib.suppress(FileNotFoundError), open(self.path / "lock", "rb") as fh:
-            self._take_lock(fh, exclusive=False)
+        """`CorpusError` when another process holds the folder's lock (writes its output), or a name the job
+        creates there is no file of its own (`_check_own_names`): `__enter__`'s checks, for before a model loads.
+        The probe takes and releases a shared lock on a regular lock file only (no pipe or link is opened)."""
+        lock = self.path / "lock"
+        with contextlib.suppress(OSError):
+            if stat.S_ISREG(os.lstat(lock).st_mode):
+                flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+                with open(os.open(lock, flags), "rb") as fh:
+                    self._take_lock(fh, exclusive=False)
+        self._check_own_names()
 
     def _take_lock(self, fh: Any, exclusive: bool) -> None:
         try:
             import fcntl
         except ImportError:  # Windows: no advisory lock, the user must not run two jobs on one output
             return
-        try:
-            fcntl.flock(fh.fileno(), (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-        except OSError:
-            raise CorpusError(
-                f"another tokenpool process is writing {where(self.output)} (lock held on {where(self.path)})"
-            ) from None
+        flags = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+        for attempt in range(_LOCK_TRIES if exclusive else 1):  # (a job waits out another run's probe)
+            if attempt:
+                time.sleep(_LOCK_WAIT)
+            with contextlib.suppress(OSError):
+                fcntl.flock(fh.fileno(), flags)
+                return
+        raise CorpusError(
+            f"another tokenpool process is writing {where(self.output)} (lock held on {where(self.path)})"
+        )
 
     def _create(self) -> None:
         """Make the folder under a temporary name, mark it as ours, then give it its final name (synced: the

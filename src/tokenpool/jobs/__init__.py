@@ -18,7 +18,7 @@ from ..core.quantize import DEFAULT_CALIBRATION_SIZE
 from ..model.options import EncoderOptions
 from ..model.request import EncodeRequest
 from . import chunks, pooled, tokens
-from .skeleton import EmbedJob, EmbedResult, JobFormats, Kind, check_common, lines_file_for, run
+from .skeleton import EmbedJob, EmbedResult, JobFormats, Kind, check_common, check_work, lines_file_for, run
 
 __all__ = ["EmbedJob", "EmbedResult", "EncodeRequest", "JobFormats", "check_job", "embed_corpus", "lines_file_for"]
 
@@ -40,6 +40,7 @@ def check_job(job: EmbedJob, options: EncoderOptions | None = None) -> JobFormat
     job.request = request.check(options)
     formats = check_common(job)
     KINDS[job.kind][0](job, formats)
+    check_work(job)  # (last: a partial run, a lock, an unwritable folder named once nothing else is wrong)
     return formats
 
 

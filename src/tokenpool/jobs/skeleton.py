@@ -232,17 +232,28 @@ def check_common(job: EmbedJob) -> JobFormats:
     if folder is not None:  # the job owning that folder deletes the files it names there (output.jsonl, ...)
         raise CorpusError(f"{where(job.output)}: the output would lie inside the tokenpool work folder "
                           f"{where(folder)}; name another output")  # fmt: skip
-    if check_work_dir(work):  # (refused before a model loads: another program's folder or job, a partial run)
-        existing = WorkDir(job.output)
-        existing.check_unlocked()
-        partial_run(existing, job.resume)
     return JobFormats(in_fmt, out_fmt)
+
+
+def check_work(job: EmbedJob) -> None:
+    """What `run` would refuse once the model had loaded, refused before (the last checks: every other refusal
+    comes first, as it did): OUT's work folder when there is one (another program's folder, another job's lock,
+    a name the job creates there that is no file of its own, a partial run without ``resume``), then OUT's
+    folder when it cannot be written (the work folder and OUT are made there)."""
+    work = WorkDir(job.output)
+    if check_work_dir(work.path):
+        work.check_unlocked()
+        partial_run(work, job.resume)
+    folder = Path(job.output).parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CorpusError(f"{where(job.output)}: folder {where(folder)} cannot be written (no permission, or a "
+                          f"read-only file system)")  # fmt: skip
 
 
 def _check_output_place(job: EmbedJob) -> Path:
     """OUT as a path, after checking that a file may be renamed onto it: a name short enough for the job's work
-    folder, no folder, pipe, socket or device there, and its folder exists and may be written (a symlink at OUT
-    is replaced, not followed)."""
+    folder, no folder, pipe, socket or device there, and its folder exists (a symlink at OUT is replaced, not
+    followed)."""
     check_output_name(job.output)
     out = Path(job.output)
     if out.is_dir():
@@ -253,9 +264,6 @@ def _check_output_place(job: EmbedJob) -> Path:
     if not out.parent.is_dir():
         why = "is not a folder" if out.parent.exists() else "does not exist"
         raise CorpusError(f"{where(job.output)}: folder {where(out.parent)} {why}")
-    if not os.access(out.parent, os.W_OK | os.X_OK):  # (the work folder and OUT are made there)
-        raise CorpusError(f"{where(job.output)}: folder {where(out.parent)} cannot be written (no permission, or a "
-                          f"read-only file system)")  # fmt: skip
     return out
 
 
