@@ -21,3 +21,37 @@ def test_min_cosine_keeps_its_message_for_short_values(text):
     with pytest.raises(argparse.ArgumentTypeError, match=r"^expected a number within \[0, 1\], got ") as caught:
         min_cosine(text)
     assert str(caught.value).endswith(repr(text))
+
+
+@pytest.mark.parametrize("foreign", [b"my notes\n", b'{"not": "a calibration"}'])
+def test_a_ray_job_never_replaces_a_file_put_at_its_calibration_name_while_it_ran(tmp_path, foreign):
+    """The Ray job checked OUT.calibration.json only when it started, then wrote over whatever was there at
+    the end; `tokenpool embed` refuses such a file at both points (the brief: never overwrite a file the job
+    did not create)."""
+    np = pytest.importorskip("numpy")
+    pytest.importorskip("pyarrow")
+    from tokenpool.core.quantize import Calibration
+    from tokenpool.integrations import ray as tp_ray
+
+    output = tmp_path / "out.parquet"
+    beside = tmp_path / "out.parquet.calibration.json"
+    tp_ray._refuse_foreign_sidecar(str(output))  # (the start's check: nothing there yet)
+    beside.write_bytes(foreign)  # (the user's file, put there while the job ran)
+    calibration = Calibration(np.zeros(4, np.float32), np.ones(4, np.float32))
+    with pytest.raises(FileExistsError, match="exists and is not a tokenpool calibration file; refusing to replace"):
+        tp_ray._write_beside(str(output), calibration)
+    assert beside.read_bytes() == foreign
+
+
+def test_a_ray_job_still_replaces_an_earlier_runs_calibration_file(tmp_path):
+    np = pytest.importorskip("numpy")
+    pytest.importorskip("pyarrow")
+    from tokenpool.core.quantize import Calibration
+    from tokenpool.integrations import ray as tp_ray
+
+    output = tmp_path / "out.parquet"
+    beside = tmp_path / "out.parquet.calibration.json"
+    Calibration(np.zeros(4, np.float32), np.full(4, 2.0, np.float32)).save(beside)
+    calibration = Calibration(np.zeros(4, np.float32), np.ones(4, np.float32))
+    tp_ray._write_beside(str(output), calibration)
+    assert Calibration.load(beside).maximum.tolist() == [1.0] * 4

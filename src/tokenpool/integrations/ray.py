@@ -925,7 +925,8 @@ def _refuse_foreign_sidecar(output_uri: str) -> None:
 def _write_beside(output_uri: str, calibration: Any, given_beside: bool = False) -> None:
     """``<output_uri>.calibration.json``, through pyarrow's filesystems (local, s3://, gs://, ...). A local one
     that holds ``calibration`` already (in any layout: `tokenpool.jobs.pooled.holds`) is kept as it is; one that
-    was the calibration file given (``given_beside``) is only read: changed since, it is refused, untouched."""
+    was the calibration file given (``given_beside``) is only read: changed since, it is refused, untouched.
+    A file of the user's put there while the job ran is refused as at the start (`_refuse_foreign_sidecar`)."""
     target = calibration_uri_for(output_uri)
     if "://" not in target:
         if holds(Path(target), calibration):
@@ -936,8 +937,10 @@ def _write_beside(output_uri: str, calibration: Any, given_beside: bool = False)
                 f"{shown_name(output_uri)} are quantized with (also in their parquet metadata) and is left as "
                 "it is"
             )
+        _refuse_foreign_sidecar(output_uri)
         calibration.save(Path(target))  # (synced: the rename survives a power cut)
         return
+    _refuse_foreign_sidecar(output_uri)
     fs, path = _filesystem(target)
     with fs.open_output_stream(path) as fh:
         fh.write(calibration.to_json().encode())
