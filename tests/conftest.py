@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -38,6 +39,17 @@ def _ray_actors_ended(request):
         import gc
 
         gc.collect()
+
+
+@pytest.fixture()
+def quiet_dynamo():
+    """torch.compile's warnings silenced for a test, and Dynamo's caches reset after it (tests compile apart)."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+    torch._dynamo.reset()
 
 
 @pytest.fixture(scope="session")

@@ -211,6 +211,17 @@ class NanRunner(FakeRunner):
             yield rows, np.where(poisoned, np.float32("nan"), vectors)
 
 
+def submit_texts(batcher, texts: list[str]) -> tuple[Any, threading.Event]:
+    """A batcher job of ``texts`` (tokenised by the batcher's runner) and the event its delivery sets."""
+    from tokenpool.serve.batcher import Job
+
+    done = threading.Event()
+    tokens = batcher.runner.tokenize(texts, "", "right")
+    job = Job(tokens.lengths, tokens, deliver=lambda _job: done.set())
+    batcher.submit(job)
+    return job, done
+
+
 class FileGate:
     """A gate between processes: `wait` returns once ``path`` exists."""
 

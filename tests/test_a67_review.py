@@ -7,10 +7,10 @@ import threading
 
 import numpy as np
 import pytest
-from serve_fakes import FakeRunner, fake_vector
+from serve_fakes import FakeRunner, fake_vector, submit_texts
 
 from tokenpool.errors import ModelOutputError
-from tokenpool.serve.batcher import Batcher, Job
+from tokenpool.serve.batcher import Batcher
 from tokenpool.serve.settings import ServeSettings
 
 
@@ -40,14 +40,6 @@ def _batcher(runner: FakeRunner) -> Batcher:
     return batcher
 
 
-def _submit(batcher: Batcher, texts: list[str]) -> tuple[Job, threading.Event]:
-    done = threading.Event()
-    tokens = batcher.runner.tokenize(texts, "", "right")
-    job = Job(tokens.lengths, tokens, deliver=lambda _job: done.set())
-    batcher.submit(job)
-    return job, done
-
-
 def test_a_cancelled_request_of_a_failed_shared_pass_is_not_run_again():
     """A request whose client went away while its shared pass ran was run again alone when the pass failed: a
     pass for nobody ("a cancelled one stops costing anything after the running pass", the batcher's promise).
@@ -57,7 +49,7 @@ def test_a_cancelled_request_of_a_failed_shared_pass_is_not_run_again():
     batcher = _batcher(runner)
     try:
         (good, good_done), (_, bad_done), (gone, gone_done) = (
-            _submit(batcher, texts) for texts in (["fine words"], ["boom"], ["left early"])
+            submit_texts(batcher, texts) for texts in (["fine words"], ["boom"], ["left early"])
         )
         assert runner.started.wait(20)
         assert batcher.cancel(gone) == 0  # (all its inputs are in the running pass)
@@ -80,9 +72,9 @@ def test_a_re_run_request_ends_as_it_does_in_a_pass_of_its_own(texts):
     runner = Tricky()
     batcher = _batcher(runner)
     try:
-        alone, done = _submit(batcher, texts)
+        alone, done = submit_texts(batcher, texts)
         assert done.wait(20)
-        jobs = [_submit(batcher, some) for some in (["fine words"], ["boom"], texts)]
+        jobs = [submit_texts(batcher, some) for some in (["fine words"], ["boom"], texts)]
         for _, done in jobs:
             assert done.wait(20)
         (good, _), (bad, _), (retried, _) = jobs

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest
@@ -40,14 +39,6 @@ def _reference(hidden: np.ndarray, mask: np.ndarray, strategy: str) -> np.ndarra
             weights = np.arange(1, len(tokens) + 1)
             out[i] = weights @ tokens / weights.sum()
     return out
-
-
-@pytest.fixture()
-def quiet_dynamo():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-    torch._dynamo.reset()
 
 
 @pytest.mark.usefixtures("quiet_dynamo")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 
@@ -144,14 +142,6 @@ def _compile(module, **options):
     # aot_eager traces forward and backward through AOTAutograd like inductor does, without inductor's
     # code generation (tens of seconds per graph on a 2-core CPU).
     return torch.compile(module, backend="aot_eager", **options)
-
-
-@pytest.fixture()
-def quiet_dynamo():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-    torch._dynamo.reset()
 
 
 def _compiled_matches_eager(module, compiled, lengths=(5, 9)):

@@ -13,9 +13,9 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from serve_fakes import FakeRunner, fake_vector, post, wait_for  # noqa: E402
+from serve_fakes import FakeRunner, fake_vector, post, submit_texts, wait_for  # noqa: E402
 
-from tokenpool.serve.batcher import Batcher, Job  # noqa: E402
+from tokenpool.serve.batcher import Batcher  # noqa: E402
 from tokenpool.serve.server import start_server  # noqa: E402
 from tokenpool.serve.settings import ServeSettings  # noqa: E402
 
@@ -32,14 +32,6 @@ class Failing(FakeRunner):
         yield from super().embed(tokens)
 
 
-def _submit(batcher: Batcher, texts: list[str]) -> tuple[Job, threading.Event]:
-    done = threading.Event()
-    tokens = batcher.runner.tokenize(texts, "", "right")
-    job = Job(tokens.lengths, tokens, deliver=lambda _job: done.set())
-    batcher.submit(job)
-    return job, done
-
-
 @pytest.mark.parametrize("error", [RuntimeError("device-side assert triggered"), ValueError("bad token in 'boom'")])
 def test_a_request_that_fails_the_shared_forward_pass_does_not_fail_the_others(error):
     """Requests batched into one forward pass with a request that makes the model raise all got its error (a 500,
@@ -51,7 +43,7 @@ def test_a_request_that_fails_the_shared_forward_pass_does_not_fail_the_others(e
     batcher = Batcher(runner, ServeSettings(max_batch_requests=8, max_wait_ms=1000, max_wait_busy_ms=1000))
     batcher.start()
     try:
-        jobs = [_submit(batcher, texts) for texts in (["fine words"], ["boom here", "and more"], ["x", "y z"])]
+        jobs = [submit_texts(batcher, texts) for texts in (["fine words"], ["boom here", "and more"], ["x", "y z"])]
         for _, done in jobs:
             assert done.wait(20)
         assert len(runner.passes) == 2  # (the fake records passes that succeed: each request alone, two passes)
