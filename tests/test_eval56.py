@@ -45,9 +45,10 @@ def test_the_encoders_own_pooling_is_named_so_in_precision_messages(small):
         with pytest.raises(CorpusError, match="the encoder's own pooling") as raised:
             call()
         assert "None" not in str(raised.value)
-    pairs = Pairs(["apple pie", "river bank"], ["a pie", "a bank"], np.array([1.0, 2.0]))
+    one = Pairs(["apple pie", "apple pie"], ["apple pie", "apple pie"], np.array([1.0, 2.0]))  # (1 distinct sentence)
     with pytest.raises(OptionError, match="cannot calibrate the encoder's own pooling on the first 1 sentences"):
-        evaluate_precisions(small, pairs, [None], ["int8"], calibration_size=1)
+        evaluate_precisions(small, one, [None], ["int8"], calibration_size=2)
+    pairs = Pairs(["apple pie", "river bank"], ["a pie", "a bank"], np.array([1.0, 2.0]))
     _, table, _ = evaluate_precisions(small, pairs, [None], ["float32"])
     heading = format_precision_table(None, table[None], "test").splitlines()[0]
     assert heading == "precisions for the encoder's own pooling (test)"

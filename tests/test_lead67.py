@@ -55,3 +55,26 @@ def test_a_ray_job_still_replaces_an_earlier_runs_calibration_file(tmp_path):
     calibration = Calibration(np.zeros(4, np.float32), np.ones(4, np.float32))
     tp_ray._write_beside(str(output), calibration)
     assert Calibration.load(beside).maximum.tolist() == [1.0] * 4
+
+
+@pytest.mark.parametrize("size", [1])  # (0 and below: check_int's "a positive int", as before)
+def test_the_python_precision_evaluations_refuse_a_calibration_of_one_text_before_any_model_runs(size):
+    """`evaluate_precisions` / `evaluate_retrieval_precisions` encoded every text, then said "cannot calibrate
+    ... on the first 1 ..."; `tokenpool embed` and `tokenpool evaluate` refuse it first, with this message. No
+    encoder or data is touched here: an `object()` stands for both."""
+    from tokenpool.errors import OptionError
+    from tokenpool.evaluation.precision import evaluate_precisions, evaluate_retrieval_precisions
+
+    expected = f"calibration_size must be at least 2 (texts), got {size}"
+    for call in (lambda: evaluate_precisions(object(), object(), [None], ["float32", "int8"], calibration_size=size),
+                 lambda: evaluate_retrieval_precisions(object(), object(), ["uint8"], calibration_size=size)):  # fmt: skip
+        with pytest.raises(OptionError) as caught:
+            call()
+        assert str(caught.value) == expected
+
+
+def test_a_calibration_size_of_one_is_fine_without_a_calibrated_precision_or_with_a_calibration():
+    from tokenpool.evaluation.precision import check_calibration_size
+
+    check_calibration_size(1, ["float32", "ubinary"], None)
+    check_calibration_size(1, ["int8"], object())

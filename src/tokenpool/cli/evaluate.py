@@ -279,8 +279,8 @@ def _refuse_unread_precision_options(args: argparse.Namespace) -> None:
     """``--rescore`` (a BEIR folder, int8/ubinary in --precision) and ``--calibration-size`` (int8/uint8, no
     --calibration) refused (one line, exit 2) where nothing reads them; then their defaults filled in."""
     from ..core.quantize import CALIBRATED_PRECISIONS, DEFAULT_CALIBRATION_SIZE
-    from ..evaluation.precision import RESCORED_PRECISIONS, parse_precisions
-    from ..model.request import EncodeRequest, unread_options
+    from ..evaluation.precision import RESCORED_PRECISIONS, check_calibration_size, parse_precisions
+    from ..model.request import unread_options
 
     if args.rescore is not None:
         common.refuse_flags("with a pairs file (it applies to a BEIR folder)", ("--rescore", not _is_folder(args)))
@@ -293,9 +293,8 @@ def _refuse_unread_precision_options(args: argparse.Namespace) -> None:
     calibrated = next((p for p in precisions if p in CALIBRATED_PRECISIONS), None)
     given = {"calibration_size"} if args.calibration_size is not None else set()
     common.refuse_unread(args, unread_options(given, chunks=None, precision=calibrated, calibration=args.calibration))
-    # at least 2 texts, as embed checks it (1 was refused after the model ran); no upper bound: no job records it
-    if given and calibrated and args.calibration_size < 2:
-        EncodeRequest(precision=calibrated, calibration_size=args.calibration_size, caller="cli").check()
+    if given:  # at least 2 texts, as embed checks it; no upper bound: no job records it
+        check_calibration_size(args.calibration_size, precisions, args.calibration, caller="cli")
     args.rescore = DEFAULT_RESCORE if args.rescore is None else args.rescore
     args.calibration_size = DEFAULT_CALIBRATION_SIZE if args.calibration_size is None else args.calibration_size
 

@@ -27,6 +27,7 @@ from ..core.quantize import (
 from ..errors import OptionError, check_int, is_int
 from ..model.folders import display_name
 from ..model.options import check_bool
+from ..model.request import EncodeRequest
 from .beir import retrieval_set_of
 from .common import check_budget, check_truncating, pooling_name, split_option, text_table, unit_rows
 from .modes import truncate_mode
@@ -35,6 +36,7 @@ from .sts import Pairs, cosine_rows, label_list, pool_pairs, spearman_x100
 
 __all__ = [
     "PrecisionScore", "parse_precisions", "similarity_rows", "similarity_matrix", "evaluate_precisions",
+    "check_calibration_size",
     "format_precision_table"
 ]  # fmt: skip
 
@@ -138,6 +140,15 @@ def calibration_of(vectors: np.ndarray, count: int, encoder: Any, label: str) ->
         raise OptionError(message) from None
 
 
+def check_calibration_size(size: Any, precisions: Sequence[str], calibration: Any, caller: str = "python") -> None:
+    """``size`` an int, and at least 2 texts where int8/uint8 ranges come from the data (no ``calibration``
+    given): embed's rule and message, before any model runs (a size of 1 was refused after encoding every text)."""
+    check_int(size, "calibration_size", error=OptionError)
+    calibrated = [precision for precision in precisions if precision in CALIBRATED_PRECISIONS]
+    if calibrated and calibration is None and size < 2:
+        EncodeRequest(precision=calibrated[0], calibration_size=size, caller=caller).check()
+
+
 def evaluate_precisions(
     encoder: Any, pairs: Pairs, labels: str | Sequence[str], precisions: Sequence[str], *,
     calibration: Calibration | None = None, calibration_size: int = DEFAULT_CALIBRATION_SIZE,
@@ -149,7 +160,7 @@ def evaluate_precisions(
     ``calibration`` (then only the encoder's own pooling is scored, and the calibration must fit it), else
     from the first ``calibration_size`` distinct sentences (every pair's first, then the second ones), per pooling."""
     precisions = parse_precisions(precisions)  # (list("int8,ubinary") was its characters: 'i' unknown)
-    check_int(calibration_size, "calibration_size", error=OptionError)
+    check_calibration_size(calibration_size, precisions, calibration)
     labels = label_list(labels, encoder)
     _check_dense(encoder, precisions)
     needs_ranges = any(p in CALIBRATED_PRECISIONS for p in precisions)
@@ -252,7 +263,7 @@ def evaluate_retrieval_precisions(
     codes. int8/uint8 ranges (queries' too): ``calibration``, else the first ``calibration_size`` documents."""
     precisions = parse_precisions(precisions)  # (list("int8,ubinary") was its characters: 'i' unknown)
     # (a negative size sliced documents[:-5]: every document but the last 5, silently; checked before the model runs)
-    check_int(calibration_size, "calibration_size", error=OptionError)
+    check_calibration_size(calibration_size, precisions, calibration)
     rescore = _rescore_depths(rescore)
     budget = check_budget(max_batch_tokens)
     retrieval_set = retrieval_set_of(data, split)
