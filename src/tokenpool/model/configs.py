@@ -557,8 +557,8 @@ def _save(config: PoolingConfig, root: Path) -> None:
         pooling_dir, pooling_type, pooling = "1_Pooling", _ST_TYPES["pooling"], _pooling_json(config, dim)
     modules = [transformer, {"path": pooling_dir, "type": pooling_type}]
     modules += _post_pooling_modules(old, config.normalize)  # Dense / LayerNorm / Dropout stay, in their order
-    if len(modules) > 2 and not config.is_sparse:  # (a width they do not take: refused, not saved unloadable)
-        _check_kept_widths(config, root, model_config, dim)
+    if not config.is_sparse:  # (a width a kept module or truncate_dim does not take: refused, not saved unloadable)
+        _check_kept_widths(config, root, model_config, dim, kept=len(modules) > 2)
     # every name is its index: sentence-transformers keys modules by name (a kept old one could repeat one)
     modules = [{"idx": k, "name": str(k)} | {key: v for key, v in m.items() if key not in ("idx", "name")}
                for k, m in enumerate(modules)]  # fmt: skip
@@ -588,15 +588,21 @@ def _save(config: PoolingConfig, root: Path) -> None:
     _write_json(st_file, st)
 
 
-def _check_kept_widths(config: PoolingConfig, root: Path, model_config: Path, dim: int) -> None:
-    """Refuse a pooled width the folder's Dense / LayerNorm modules do not take (neither sentence-transformers nor
-    the Encoder loads that): the width of the model's outputs, which both pool whatever ``dim`` says. A module
-    tokenpool cannot read (an activation it does not run, which sentence-transformers may) is not checked."""
+def _check_kept_widths(config: PoolingConfig, root: Path, model_config: Path, dim: int, *, kept: bool) -> None:
+    """Refuse a pooled width the folder's ``kept`` Dense / LayerNorm modules do not take (neither sentence-transformers
+    nor the Encoder loads that): the width of the model's outputs, which both pool whatever ``dim`` says; and a
+    ``truncate_dim`` wider than the vectors then (`folder_truncate_dim` would refuse the folder). A module tokenpool
+    cannot read (an activation it does not run, which sentence-transformers may) is not checked."""
     try:
-        modules, size = read_post_modules(root), config_size(read_json_object(model_config)) or dim
+        modules, size = read_post_modules(root) if kept else (), config_size(read_json_object(model_config)) or dim
     except ConfigError:
         return
-    output_width(modules, replace(config, embedding_dimension=size).output_dimension, root)
+    width = output_width(modules, replace(config, embedding_dimension=size).output_dimension, root)
+    if config.truncate_dim is not None:
+        try:
+            check_truncate_dim(config.truncate_dim, width)
+        except ValueError as err:
+            raise ConfigError(f"cannot save this pooling config into {root}: {err}") from None
 
 
 def folder_truncate_dim(config: PoolingConfig, width: int, root: Path) -> int | None:
