@@ -133,7 +133,7 @@ def _inputs(value: Any, name: str, p: Protocol) -> list[str | list[int]]:
             _text(item, name, index, single, p)
         else:  # (an integer among strings, a string among lists of ids)
             what = ("a string or a list of token ids" if p.mixes_ids or index == 0 else
-                    f"a list of token ids, as '{name}[0]' is" if ids else f"a string, as '{name}[0]' is")  # fmt: skip
+                    "a list of token ids" if ids else "a string")  # fmt: skip
             raise _fail(p, f"{name}[{index}]", what, item)
     return items
 
@@ -247,7 +247,7 @@ def _id_row(row: Any, shown: str, p: Protocol) -> list[int]:
     if not isinstance(row, list):
         raise _fail(p, shown, "a list of token ids", row)
     if not row:
-        raise ApiError(400, f"'{shown}' is an empty list; send at least one token id", kind="empty",
+        raise ApiError(400, f"'{shown}' is an empty list of token ids; send at least one", kind="empty",
                        param=shown.split("[", 1)[0])  # fmt: skip
     bad = next((k for k, item in enumerate(row) if not (is_int(item) and 0 <= item <= MAX_TOKEN_ID)), None)
     if bad is not None:
