@@ -203,20 +203,29 @@ def test_embed_all_follows_the_truncation_rules(tiny, encoder):
     assert unknown.status_code == 422 and "'normalize'" in message(unknown)
 
 
-def test_embed_all_is_bounded_and_refused_for_sparse_models(tiny_bert_folder):
-    """One vector per token: a request's tokens are bounded by --max-batch-tokens (413 naming it); a SPLADE model
-    has no token vectors to give (400 naming /embed_sparse, as TEI refuses it)."""
+def test_embed_all_is_bounded_and_sparse_models_take_ids_on_embed_sparse(tiny_bert_folder, tmp_path):
+    """One vector per token: a request's tokens are bounded by --max-batch-tokens (413 naming it). A SPLADE model
+    has no token vectors to give (400 naming /embed_sparse, as TEI refuses it); its /embed_sparse takes ids, which
+    give the SPLADE rows of their text."""
+    from tinymodels import bert_weights
+
     from tokenpool import Encoder
     from tokenpool.serve.runner import EncoderRunner
 
-    encoder = Encoder(tiny_bert_folder, pooling="mean", max_length=16, normalize=False, device="cpu")
-    sparse = FakeRunner()
-    sparse.is_sparse = True
-    runners = {"dense": EncoderRunner(encoder), "sparse": sparse}
+    dense = Encoder(tiny_bert_folder, pooling="mean", max_length=16, normalize=False, device="cpu")
+    splade = Encoder(bert_weights(tmp_path / "mlm", mlm=True), pooling="splade", device="cpu")
+    runners = {"dense": EncoderRunner(dense), "splade": EncoderRunner(splade)}
     with start_server(runners, ServeSettings(max_batch_tokens=20)) as server:
         ok = post(server, "/embed_all", {"inputs": ["one two three", "four five"]})
         over = post(server, "/embed_all", {"inputs": ["one two three four five six seven eight nine ten"] * 2})
-        refused = post(server, "/embed_all", {"inputs": ["x"], "model": "sparse"})
+        refused = post(server, "/embed_all", {"inputs": ["x"], "model": "splade"})
+        sparse = post(server, "/embed_sparse", {"inputs": ids_of(splade, TEXTS[:2])})
     assert ok.status_code == 200, ok.text
     assert over.status_code == 413 and "(--max-batch-tokens)" in message(over), over.text
     assert refused.status_code == 400 and "/embed_sparse" in message(refused), refused.text
+    assert sparse.status_code == 200, sparse.text
+    want = splade.encode(TEXTS[:2])
+    got = np.zeros_like(want)
+    for row, entries in zip(got, sparse.json(), strict=True):
+        row[[e["index"] for e in entries]] = [e["value"] for e in entries]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

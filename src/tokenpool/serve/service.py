@@ -148,7 +148,7 @@ class Model:
 
     def _check_id_inputs(self, req: EmbedRequest, at: list[int]) -> None:
         """Inputs sent as token ids: a runner that reads them (``tokenize_ids``), no prompt_name and no whole
-        documents (both are about text), and every id within the model's vocabulary (``vocabulary_size``)."""
+        documents (both are about text); their vocabulary is `_check_vocabulary`'s, with their tokenisation."""
         name, first = req.protocol.texts, req.input_name(at[0])
         if getattr(self.runner, "tokenize_ids", None) is None:
             raise self._error(req, f"'{first}' holds token ids, which the runner of {self.name} cannot read: send "
@@ -161,6 +161,10 @@ class Model:
             raise self._error(req, f"'prompt_name' does not go with token ids ('{first}'): ids are the model's whole "
                               "input, as /tokenize shows it, and get no prompt; send the prompt's tokens in them "
                               "(/tokenize with this prompt_name gives them)", "prompt_name")  # fmt: skip
+
+    def _check_vocabulary(self, req: EmbedRequest, at: list[int]) -> None:
+        """Every id of the inputs at ``at`` within the model's vocabulary (the runner's ``vocabulary_size``, where it
+        has one): an id past it would be dropped by the tokenizer, or fail the embedding lookup."""
         size = getattr(self.runner, "vocabulary_size", None)
         for index in () if size is None else at:
             row = req.texts[index]
@@ -168,7 +172,7 @@ class Model:
                 bad = next(k for k, token in enumerate(row) if token >= size)
                 raise self._error(req, f"'{req.input_name(index)}[{bad}]' is {row[bad]}, not a token id of {self.name} "
                                   f"(its ids are 0 to {size - 1}): token ids are the served model's own{_TIKTOKEN}",
-                                  name)  # fmt: skip
+                                  req.protocol.texts)  # fmt: skip
 
     async def _tokenize_inputs(self, req: EmbedRequest, texts: list[Any], prompt: str, truncation: str | None) -> Any:
         """`_tokenize` of the texts and `Runner.tokenize_ids` of the inputs sent as token ids, in input order."""
@@ -177,7 +181,11 @@ class Model:
             return await self._tokenize(req, texts, prompt, truncation)
         words = [k for k, text in enumerate(texts) if isinstance(text, str)]
         rows = [texts[k] for k in at]
-        cut = functools.partial(self.runner.tokenize_ids, rows, truncation)
+
+        def cut() -> Any:
+            self._check_vocabulary(req, at)
+            return self.runner.tokenize_ids(rows, truncation)
+
         parts = [cut() if sum(map(len, rows)) <= _BIG_REQUEST_CHARS else await self._in_thread(req, cut)]
         if words:
             parts.insert(0, await self._tokenize(req, [texts[k] for k in words], prompt, truncation))
@@ -522,8 +530,16 @@ class Service:
         return await read_json(request, self.settings.max_body_bytes, self.settings.read_timeout)
 
     async def request(self, request: Request, protocol: Protocol, fields: Sequence[str]) -> EmbedRequest:
-        """The body (`body`) checked field by field for an endpoint."""
-        return parse(await self.body(request), protocol, fields)
+        """The body (`body`) checked field by field for an endpoint (`parse`)."""
+        return await self.parse(await self.body(request), protocol, fields)
+
+    async def parse(self, data: dict[str, Any], protocol: Protocol, fields: Sequence[str]) -> EmbedRequest:
+        """`fields.parse`, off the event loop when the inputs are token ids (each id is checked, and a body may
+        hold millions)."""
+        inputs = data.get(protocol.texts)
+        if isinstance(inputs, list) and inputs and isinstance(inputs[0], (int, list)):
+            return await asyncio.to_thread(parse, data, protocol, fields)
+        return parse(data, protocol, fields)
 
     async def run(self, request: Request, model: Model, job: Job, bad_input: int = 400) -> Job:
         """Queue a job on ``model``'s batcher and wait for it (its inputs dropped if the client goes away

@@ -129,8 +129,8 @@ async def root(service: Service, request: Request) -> Response:
         return await similarity(service, request, parse_similarity(data))
     served = service.by_name.get(named_model(data, TEI) or "", service.models[0])
     if served.runner.is_sparse:
-        return await embed_sparse(service, request, parse(data, TEI, TEI_SPARSE_FIELDS))
-    return await embed(service, request, parse(data, TEI, TEI_FIELDS))
+        return await embed_sparse(service, request, await service.parse(data, TEI, TEI_SPARSE_FIELDS))
+    return await embed(service, request, await service.parse(data, TEI, TEI_FIELDS))
 
 
 def _model_info(service: Service, served: Model) -> dict[str, Any]:
