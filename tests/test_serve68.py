@@ -31,7 +31,7 @@ def encoder(tiny_bert_folder):
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_bert_folder):
+def served(tiny_bert_folder):
     with tiny_server(tiny_bert_folder, ServeSettings(max_inputs=64, max_input_chars=400)) as server:
         yield server
 
@@ -49,38 +49,38 @@ def message(response: httpx.Response) -> str:
 # ------------------------------------------------------------------------------------------- token-id inputs
 
 
-def test_ids_embed_as_the_text_they_came_from_on_every_route_and_form(tiny, encoder):
+def test_ids_embed_as_the_text_they_came_from_on_every_route_and_form(served, encoder):
     """Token ids were refused (400/422 "send strings"); they are now read as ids of the served model's tokenizer,
     as TEI and vLLM read them: ids from the model's tokenizer give the vector of their text, in each form a client
     sends (one input's ids, a list of them, TEI's batch mixing texts and ids)."""
     want = encoder.encode(TEXTS)
     ids = ids_of(encoder, TEXTS)
-    batch = post(tiny, "/embed", {"inputs": ids})
+    batch = post(served, "/embed", {"inputs": ids})
     assert batch.status_code == 200, batch.text
     np.testing.assert_allclose(batch.json(), want, rtol=1e-5, atol=1e-6)
-    mixed = post(tiny, "/embed", {"inputs": [TEXTS[0], ids[1], TEXTS[2]]})
+    mixed = post(served, "/embed", {"inputs": [TEXTS[0], ids[1], TEXTS[2]]})
     assert mixed.status_code == 200, mixed.text
     np.testing.assert_allclose(mixed.json(), want, rtol=1e-5, atol=1e-6)
-    one = post(tiny, "/v1/embeddings", {"input": ids[1], "model": "tiny"})
+    one = post(served, "/v1/embeddings", {"input": ids[1], "model": "tiny"})
     assert one.status_code == 200, one.text
     [row] = one.json()["data"]
     np.testing.assert_allclose(row["embedding"], want[1], rtol=1e-5, atol=1e-6)
     assert one.json()["usage"]["prompt_tokens"] == len(ids[1])
-    packed = post(tiny, "/v1/embeddings", {"input": ids, "encoding_format": "base64"})
+    packed = post(served, "/v1/embeddings", {"input": ids, "encoding_format": "base64"})
     assert packed.status_code == 200, packed.text
     got = [np.frombuffer(base64.b64decode(item["embedding"]), "<f4") for item in packed.json()["data"]]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert packed.json()["usage"] == {"prompt_tokens": sum(map(len, ids)), "total_tokens": sum(map(len, ids)),
                                       "truncated_tokens": 0}  # fmt: skip
-    root = post(tiny, "/", {"inputs": ids[0]})  # TEI's compatibility route
+    root = post(served, "/", {"inputs": ids[0]})  # TEI's compatibility route
     np.testing.assert_allclose(root.json(), want[:1], rtol=1e-5, atol=1e-6)
 
 
-def test_ids_get_no_special_tokens_added(tiny, encoder):
+def test_ids_get_no_special_tokens_added(served, encoder):
     """Ids are the model's whole input, as TEI (which encodes them with add_special_tokens=false) and vLLM take
     them: ids without [CLS]/[SEP] run without them, so they embed as the bare tokens, not as their text."""
     [bare] = [list(encoder.tokenizer(TEXTS[1], add_special_tokens=False)["input_ids"])]
-    got = post(tiny, "/embed", {"inputs": [bare]})
+    got = post(served, "/embed", {"inputs": [bare]})
     assert got.status_code == 200, got.text
     assert got.headers["x-compute-tokens"] == str(len(bare))
     tokens = encoder.tokenize([TEXTS[1]])  # the text's row, to strip its frame: the reference is its body alone
@@ -92,12 +92,12 @@ def test_ids_get_no_special_tokens_added(tiny, encoder):
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
-def test_long_ids_are_cut_as_their_text_is(tiny, encoder, side):
+def test_long_ids_are_cut_as_their_text_is(served, encoder, side):
     """Ids over the window follow the text's rules: TEI refuses them (413 naming the input and its count) unless
     "truncate": true, OpenAI cuts them; a row framed by the model's special tokens keeps them, so the vector is
     the text's cut the same way, and usage counts the tokens cut."""
     [ids] = ids_of(encoder, [LONG])
-    refused = post(tiny, "/embed", {"inputs": [TEXTS[0], ids]})
+    refused = post(served, "/embed", {"inputs": [TEXTS[0], ids]})
     assert refused.status_code == 413
     assert message(refused).startswith(f"'inputs[1]' has {len(ids)} tokens but the model takes at most 16")
     encoder.tokenizer.truncation_side = side
@@ -106,22 +106,22 @@ def test_long_ids_are_cut_as_their_text_is(tiny, encoder, side):
     finally:
         encoder.tokenizer.truncation_side = "right"
     direction = side.capitalize()
-    cut = post(tiny, "/embed", {"inputs": [ids], "truncate": True, "truncation_direction": direction})
+    cut = post(served, "/embed", {"inputs": [ids], "truncate": True, "truncation_direction": direction})
     assert cut.status_code == 200, cut.text
     np.testing.assert_allclose(cut.json(), want, rtol=1e-5, atol=1e-6)
     assert cut.headers["x-truncated-tokens"] == str(len(ids) - 16)
-    openai = post(tiny, "/v1/embeddings", {"input": [ids], "truncation_direction": side})
+    openai = post(served, "/v1/embeddings", {"input": [ids], "truncation_direction": side})
     assert openai.json()["usage"]["truncated_tokens"] == len(ids) - 16
     np.testing.assert_allclose(openai.json()["data"][0]["embedding"], want[0], rtol=1e-5, atol=1e-6)
 
 
-def test_ids_without_the_frame_are_cut_as_they_are(tiny, encoder):
+def test_ids_without_the_frame_are_cut_as_they_are(served, encoder):
     """A row that does not begin and end with the model's special tokens has no frame to keep: its first 16 ids
     (right) or last 16 (left) run, as sent alone."""
     ids = [1000 + k for k in range(30)]
     for side, kept in (("Right", ids[:16]), ("Left", ids[-16:])):
-        cut = post(tiny, "/embed", {"inputs": [ids], "truncate": True, "truncation_direction": side})
-        alone = post(tiny, "/embed", {"inputs": [kept]})
+        cut = post(served, "/embed", {"inputs": [ids], "truncate": True, "truncation_direction": side})
+        alone = post(served, "/embed", {"inputs": [kept]})
         assert cut.status_code == alone.status_code == 200, cut.text
         np.testing.assert_array_equal(cut.json(), alone.json())
 
@@ -148,11 +148,11 @@ def test_ids_without_the_frame_are_cut_as_they_are(tiny, encoder):
     ("/embed_documents", {"documents": [[101, 102]], "chunks": "spans"}, "'documents' holds token ids", 422),
     ("/embed", {"inputs": [list(range(1000, 1401))]}, "'inputs[0]' has 401 token ids; this server takes at most 400", 413),
 ])  # fmt: skip
-def test_bad_token_ids_are_refused_naming_the_item(tiny, path, body, named, status):
+def test_bad_token_ids_are_refused_naming_the_item(served, path, body, named, status):
     """Each bad id, row or mix is refused in its protocol's error shape (OpenAI: 400 with the error object, TEI:
     422/413/400 with error and error_type), the message naming the offending item as the client sent it; no id
     outside the vocabulary reaches the model (where the tokenizer would drop it, or the embedding lookup fail)."""
-    response = post(tiny, path, body)
+    response = post(served, path, body)
     assert response.status_code == status, response.text
     error = response.json()["error"]
     if path.startswith("/v1/"):
@@ -176,30 +176,30 @@ def test_a_server_whose_runner_cannot_read_ids_says_so():
 # ------------------------------------------------------------------------------------------------- /embed_all
 
 
-def test_embed_all_gives_every_tokens_vector(tiny, encoder):
+def test_embed_all_gives_every_tokens_vector(served, encoder):
     """TEI's /embed_all was a 404. It answers, per input, every token's vector (special tokens included) as the
     library's ``output="tokens"`` gives them, for texts and ids alike; one string is a list of one, as TEI's."""
     want = encoder.encode(TEXTS, output="tokens")
-    got = post(tiny, "/embed_all", {"inputs": [TEXTS[0], ids_of(encoder, TEXTS[1:2])[0], TEXTS[2]]})
+    got = post(served, "/embed_all", {"inputs": [TEXTS[0], ids_of(encoder, TEXTS[1:2])[0], TEXTS[2]]})
     assert got.status_code == 200, got.text
     assert [np.shape(rows) for rows in got.json()] == [rows.shape for rows in want]
     for rows, expected in zip(got.json(), want, strict=True):
         np.testing.assert_allclose(rows, expected, rtol=1e-4, atol=1e-5)
     assert got.headers["x-compute-tokens"] == str(sum(len(rows) for rows in want))
-    one = post(tiny, "/embed_all", {"inputs": TEXTS[0]})
+    one = post(served, "/embed_all", {"inputs": TEXTS[0]})
     assert np.shape(one.json()) == (1, *want[0].shape)
-    tokens = post(tiny, "/tokenize", {"inputs": TEXTS[0]}).json()[0]  # one vector per token /tokenize lists
+    tokens = post(served, "/tokenize", {"inputs": TEXTS[0]}).json()[0]  # one vector per token /tokenize lists
     assert len(one.json()[0]) == len(tokens)
 
 
-def test_embed_all_follows_the_truncation_rules(tiny, encoder):
-    refused = post(tiny, "/embed_all", {"inputs": [LONG]})
+def test_embed_all_follows_the_truncation_rules(served, encoder):
+    refused = post(served, "/embed_all", {"inputs": [LONG]})
     assert refused.status_code == 413 and "'inputs[0]' has" in message(refused), refused.text
-    cut = post(tiny, "/embed_all", {"inputs": LONG, "truncate": True})
+    cut = post(served, "/embed_all", {"inputs": LONG, "truncate": True})
     assert cut.status_code == 200 and cut.headers["x-truncated-tokens"] != "0"
     want = encoder.encode([LONG], output="tokens")[0]  # (the library's truncate mode: the first window)
     np.testing.assert_allclose(cut.json()[0], want, rtol=1e-4, atol=1e-5)
-    unknown = post(tiny, "/embed_all", {"inputs": "x", "normalize": True})  # (TEI's fields only)
+    unknown = post(served, "/embed_all", {"inputs": "x", "normalize": True})  # (TEI's fields only)
     assert unknown.status_code == 422 and "'normalize'" in message(unknown)
 
 
@@ -229,3 +229,21 @@ def test_embed_all_is_bounded_and_sparse_models_take_ids_on_embed_sparse(tiny_be
     for row, entries in zip(got, sparse.json(), strict=True):
         row[[e["index"] for e in entries]] = [e["value"] for e in entries]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_an_onnx_model_serves_ids(tiny, tiny_onnx):
+    """The ONNX runtime's tokenizer (`FolderTokenizer`, tokenizer.json alone) has no ``len``: the vocabulary the
+    ids are checked against is the Rust tokenizer's count, so an ONNX model serves (and takes ids) as a torch one."""
+    from tokenpool import Encoder
+    from tokenpool.serve.runner import EncoderRunner
+
+    encoder = Encoder(tiny, runtime="onnx", onnx_file=tiny_onnx, device="cpu")
+    runner = EncoderRunner(encoder)
+    assert runner.vocabulary_size == encoder.tokenizer.backend_tokenizer.get_vocab_size(with_added_tokens=True)
+    with start_server(runner, ServeSettings()) as server:
+        ids = ids_of(encoder, TEXTS[:2])
+        got = post(server, "/embed", {"inputs": ids})
+        past = post(server, "/embed", {"inputs": [[ids[0][0], runner.vocabulary_size]]})
+    assert got.status_code == 200, got.text
+    np.testing.assert_allclose(got.json(), encoder.encode(TEXTS[:2]), rtol=1e-5, atol=1e-6)
+    assert past.status_code == 422 and "'inputs[0][1]' is" in message(past), past.text

@@ -91,9 +91,7 @@ class EncoderRunner:
         self.appends_eos = bool(getattr(encoder, "add_eos", False))  # (none to a row ending with it: `Runner`)
         tokenization = getattr(encoder, "tokenization", None)
         self.truncation_side = getattr(tokenization, "truncation_side", "right")  # (the tokenizer's, as encode cuts)
-        # token ids a client may send are below this: the ids its tokenizer knows, within its embedding table
-        table = getattr(tokenization, "vocab_size", None)
-        self.vocabulary_size = len(encoder.tokenizer) if table is None else min(len(encoder.tokenizer), int(table))
+        self.vocabulary_size = _vocabulary_size(encoder)
         lock = getattr(tokenization, "lock", None)  # every tokenizer call holds it
         self._tokenizer_lock = lock if isinstance(lock, type(threading.RLock())) else None  # (`try_tokenize` re-enters)
         # the process's torch threads (None: not torch on a CPU with a count per thread) and CPUs; the model's
@@ -263,6 +261,18 @@ class EncoderRunner:
         n = np.arange(len(documents), dtype=np.int64)
         ends = np.array([len(d) for d in documents], dtype=np.int64)
         return ChunkEmbeddings(n, np.zeros_like(n), np.zeros_like(n), ends, vectors)
+
+
+def _vocabulary_size(encoder: Any) -> int | None:
+    """Token ids a client may send are below this: the ids the tokenizer knows (its added tokens too: the Rust
+    tokenizer's count, which the ONNX runtime's `FolderTokenizer` has and ``len`` has not) within the model's
+    embedding table; None when neither is known."""
+    tokenizer = encoder.tokenizer
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    known = (backend.get_vocab_size(with_added_tokens=True) if backend is not None
+             else len(tokenizer) if hasattr(tokenizer, "__len__") else None)  # fmt: skip
+    sizes = [int(n) for n in (known, getattr(encoder.tokenization, "vocab_size", None)) if n is not None]
+    return min(sizes) if sizes else None
 
 
 def _frame_sizes(row: list[int], frame: tuple[list[int], list[int]] | None) -> tuple[int, int]:
