@@ -66,7 +66,7 @@ def add_parser(commands: Any) -> None:
     serve = commands.add_parser(
         "serve", help="serve embeddings over HTTP (OpenAI /v1/embeddings, TEI /embed), with dynamic batching",
         description="Serve a model folder over HTTP: OpenAI-compatible POST /v1/embeddings and GET /v1/models "
-        "(also without /v1, as infinity serves them), TEI-compatible POST /embed, /embed_sparse, /similarity, "
+        "(also without /v1, as infinity serves them), TEI-compatible POST /embed, /embed_sparse, /embed_all, /similarity, "
         "/tokenize, /decode, / (TEI's compatibility route), GET /info, /health, /ping, /, tokenpool's POST "
         "/embed_documents (chunk vectors), and GET /metrics (Prometheus). Requests from many clients are batched "
         "together. SIGTERM drains: running requests finish, new ones get 503, then the server exits 0.",

@@ -52,6 +52,7 @@ ROUTES: tuple[tuple[str, str, Handler, str, str], ...] = (
     ("/models/{model:path}", "openai_model", openai.model, "GET", KEYED),
     ("/embed", "embed", tei.embed, "POST", WORK),
     ("/embed_sparse", "embed_sparse", tei.embed_sparse, "POST", WORK),
+    ("/embed_all", "embed_all", tei.embed_all, "POST", WORK),
     ("/embed_documents", "embed_documents", documents.embed_documents, "POST", WORK),
     ("/similarity", "similarity", tei.similarity, "POST", WORK),
     ("/tokenize", "tokenize", tei.tokenize, "POST", WORK),  # (tokenizer work: refused while draining, and

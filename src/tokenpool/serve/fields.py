@@ -27,10 +27,11 @@ class Protocol:
     texts: str  # the field holding the texts
     truncate: bool  # inputs over the window are cut unless the request says otherwise
     empty_text: bool  # "" is a valid input (the TEI routes embed it; TEI itself refuses it: 400 Empty)
+    mixes_ids: bool = False  # one request may hold texts and lists of token ids (TEI's inputs; OpenAI's may not)
 
 
 OPENAI = Protocol(400, 400, "input", True, False)
-TEI = Protocol(422, 413, "inputs", False, True)
+TEI = Protocol(422, 413, "inputs", False, True, True)
 DOCUMENTS = Protocol(422, 413, "documents", False, False)  # tokenpool's /embed_documents
 
 
@@ -40,7 +41,7 @@ class EmbedRequest:
     protocol."""
 
     protocol: Protocol
-    texts: list[str] = field(default_factory=list)
+    texts: list[Any] = field(default_factory=list)  # strings; on the embedding routes also lists of token ids
     model: str | None = None
     encoding_format: str = "float"
     dimensions: int | None = None
@@ -62,6 +63,12 @@ class EmbedRequest:
     ids: list[list[int]] | None = None  # TEI's /decode: the token ids of each text
     skip_special_tokens: bool = True  # TEI's /decode
     names: list[str] | None = None  # how messages name each input when not by its place in the texts field
+    token_vectors: bool = False  # TEI's /embed_all: every token's vector, not one pooled vector per input
+
+    @property
+    def id_inputs(self) -> list[int]:
+        """The positions of the inputs sent as token ids (lists of ints), not text."""
+        return [k for k, item in enumerate(self.texts) if isinstance(item, list)]
 
     def input_name(self, index: int) -> str:
         """The input at ``index`` as messages name it (`input_name`, or its entry of ``names``)."""
@@ -98,26 +105,66 @@ def _fail(p: Protocol, name: str, what: str, value: Any) -> ApiError:
 
 
 def _texts(value: Any, name: str, p: Protocol) -> list[str]:
-    """A string or a non-empty list of strings → the list; the error names the offending entry."""
-    single = isinstance(value, str)
-    if single:
-        value = [value]
-    elif not isinstance(value, list):
-        raise _fail(p, name, "a string or a list of strings", value)
-    elif not value:
+    """A string or a non-empty list of strings → the list; the error names the offending entry (token ids, which
+    `_inputs` takes, are refused as such: this field takes text)."""
+    single, items = _listed(value, name, p, "a string or a list of strings")
+    if _all_ids(items):  # token ids (integers, or lists of them), as token-id clients send
+        raise ApiError(p.status, f"'{name}' holds token ids ({name}[0] is an {type_name(items[0])}); this endpoint "
+                       "takes text only, so send strings", param=name)  # fmt: skip
+    for index, item in enumerate(items):
+        _text(item, name, index, single, p)
+    return items
+
+
+def _inputs(value: Any, name: str, p: Protocol) -> list[str | list[int]]:
+    """The embedding routes' inputs: a string, a list of strings, one input's token ids (a list of integers) or a
+    list of such lists (OpenAI's four forms; TEI's also mix strings and lists of ids) → one entry per input, a
+    string or a list of ids; each id an integer from 0 to `MAX_TOKEN_ID` (the vocabulary is the model's check:
+    `service.Model.prepare`); the error names the offending entry as sent."""
+    single, items = _listed(value, name, p, "a string, a list of strings, a list of token ids or a list of lists "
+                            "of token ids")  # fmt: skip
+    if _one_input_ids(value):
+        return [_id_row(items, name, p)]
+    ids = isinstance(items[0], list)  # OpenAI's forms are not mixed: the first input says which one this is
+    for index, item in enumerate(items):
+        if isinstance(item, list) and (p.mixes_ids or ids):
+            items[index] = _id_row(item, f"{name}[{index}]", p)
+        elif isinstance(item, str) and (p.mixes_ids or not ids):
+            _text(item, name, index, single, p)
+        else:  # (an integer among strings, a string among lists of ids)
+            what = ("a string or a list of token ids" if p.mixes_ids or index == 0 else
+                    "a list of token ids" if ids else "a string")  # fmt: skip
+            raise _fail(p, f"{name}[{index}]", what, item)
+    return items
+
+
+def _one_input_ids(value: Any) -> bool:
+    """Whether an inputs field is one input's token ids: a list whose first entry is an integer."""
+    return isinstance(value, list) and bool(value) and is_int(value[0])
+
+
+def _listed(value: Any, name: str, p: Protocol, what: str) -> tuple[bool, list]:
+    """``(single, items)``: one string as a list of one (``single``), else a non-empty list."""
+    if isinstance(value, str):
+        return True, [value]
+    if not isinstance(value, list):
+        raise _fail(p, name, what, value)
+    if not value:
         raise ApiError(400, f"'{name}' is an empty list; send at least one text", kind="empty", param=name)
-    # token ids (integers, or lists of them), as token-id clients send; a string among them is a bad entry
-    if all(is_int(item) or (isinstance(item, list) and all(map(is_int, item))) for item in value):
-        raise ApiError(p.status, f"'{name}' holds token ids ({name}[0] is an {type_name(value[0])}); "
-                       "this server takes text only, so send strings (LangChain's OpenAIEmbeddings: "
-                       "check_embedding_ctx_length=False)", param=name)  # fmt: skip
-    for index, item in enumerate(value):
-        if not isinstance(item, str):
-            raise _fail(p, f"{name}[{index}]", "a string", item)
-        if not item and not p.empty_text:
-            raise ApiError(p.status, f"'{input_name(name, index, single)}' is an empty string; every input needs text",
-                           param=name)  # fmt: skip
-    return value
+    return False, list(value)
+
+
+def _all_ids(items: list) -> bool:
+    return all(is_int(item) or (isinstance(item, list) and all(map(is_int, item))) for item in items)
+
+
+def _text(item: Any, name: str, index: int, single: bool, p: Protocol) -> None:
+    """One text input: a string, empty only where the protocol embeds ""."""
+    if not isinstance(item, str):
+        raise _fail(p, f"{name}[{index}]", "a string", item)
+    if not item and not p.empty_text:
+        raise ApiError(p.status, f"'{input_name(name, index, single)}' is an empty string; every input needs text",
+                       param=name)  # fmt: skip
 
 
 Check = Callable[[Any, str, Protocol], Any]  # (value, field name, protocol) → the checked value
@@ -191,16 +238,21 @@ def _token_ids(value: Any, name: str, p: Protocol) -> list[list[int]]:
         raise _fail(p, name, "a list of token ids or a list of such lists", value)
     single = _one_text_ids(value)
     rows = [value] if single else value
-    for index, row in enumerate(rows):
-        shown = input_name(name, index, single)
-        if not isinstance(row, list):
-            raise _fail(p, shown, "a list of token ids", row)
-        if not row:
-            raise ApiError(400, f"'{shown}' is an empty list; send at least one token id", kind="empty", param=name)
-        bad = next((k for k, item in enumerate(row) if not (is_int(item) and 0 <= item <= MAX_TOKEN_ID)), None)
-        if bad is not None:
-            raise _fail(p, f"{shown}[{bad}]", f"a token id (an integer from 0 to {MAX_TOKEN_ID})", row[bad])
-    return rows
+    return [_id_row(row, input_name(name, index, single), p) for index, row in enumerate(rows)]
+
+
+def _id_row(row: Any, shown: str, p: Protocol) -> list[int]:
+    """One input's token ids: a non-empty list of integers from 0 to `MAX_TOKEN_ID` (no bool, no 2.0), the
+    offending entry named as sent (``'input[1][3]'``)."""
+    if not isinstance(row, list):
+        raise _fail(p, shown, "a list of token ids", row)
+    if not row:
+        raise ApiError(400, f"'{shown}' is an empty list of token ids; send at least one", kind="empty",
+                       param=shown.split("[", 1)[0])  # fmt: skip
+    if set(map(type, row)) <= {int} and min(row) >= 0 and max(row) <= MAX_TOKEN_ID:  # (at C speed: a body may
+        return row  # hold millions of ids, checked on the event loop)
+    bad = next(k for k, item in enumerate(row) if not (is_int(item) and 0 <= item <= MAX_TOKEN_ID))
+    raise _fail(p, f"{shown}[{bad}]", f"a token id (an integer from 0 to {MAX_TOKEN_ID})", row[bad])
 
 
 _PAIR = ("source_sentence", "sentences")
@@ -227,8 +279,8 @@ def _sentence_pair(value: Any, name: str, p: Protocol) -> list[str]:
 
 # field → (EmbedRequest attribute, check)
 FIELDS: Mapping[str, tuple[str, Check]] = {
-    "input": ("texts", _texts),
-    "inputs": ("texts", _texts),
+    "input": ("texts", _inputs),
+    "inputs": ("texts", _inputs),
     "model": ("model", _string),
     "user": ("user", _string),
     "modality": ("modality", _choice("text")),
@@ -251,7 +303,9 @@ FIELDS: Mapping[str, tuple[str, Check]] = {
     "skip_special_tokens": ("skip_special_tokens", _boolean),
 }
 SIMILARITY_CHECKS: Mapping[str, tuple[str, Check]] = {**FIELDS, "inputs": ("texts", _sentence_pair)}
+TEXT_CHECKS: Mapping[str, tuple[str, Check]] = {**FIELDS, "inputs": ("texts", _texts)}  # /tokenize: text only
 _REQUIRED = {_texts: "a string or a list of strings", _token_ids: "a list of token ids or a list of such lists",
+             _inputs: "a string, a list of strings, or token ids (a list of integers, or a list of such lists)",
              _sentence_pair: "an object of 'source_sentence' and 'sentences'"}  # fmt: skip
 
 EXTENSIONS = ("prompt_name", "normalize", "truncate", "truncation_direction", "precision", "late_chunking",
@@ -259,6 +313,7 @@ EXTENSIONS = ("prompt_name", "normalize", "truncate", "truncation_direction", "p
 OPENAI_FIELDS = ("input", "model", "encoding_format", "dimensions", "user", "modality", *EXTENSIONS)
 TEI_FIELDS = ("inputs", "model", "dimensions", *EXTENSIONS)
 TEI_SPARSE_FIELDS = ("inputs", "model", "truncate", "truncation_direction", "prompt_name")
+TEI_ALL_FIELDS = TEI_SPARSE_FIELDS  # /embed_all: TEI's EmbedAllRequest has the same fields
 TOKENIZE_FIELDS = ("inputs", "model", "add_special_tokens", "prompt_name")  # TEI's, and "model"
 DECODE_FIELDS = ("ids", "model", "skip_special_tokens")
 SIMILARITY_FIELDS = ("inputs", "model", "truncate", "truncation_direction", "prompt_name")
@@ -320,7 +375,8 @@ def parse(data: Mapping[str, Any], p: Protocol, fields: Sequence[str],
         raise ApiError(p.status, f"'{first}' is required: {_REQUIRED[checks[first][1]]}", param=first)
     values = {checks[name][0]: checks[name][1](value, name, p)
               for name, value in data.items() if value is not None}
-    return EmbedRequest(protocol=p, single=isinstance(data[first], str), **values)
+    single = isinstance(data[first], str) or (checks[first][1] is _inputs and _one_input_ids(data[first]))
+    return EmbedRequest(protocol=p, single=single, **values)
 
 
 def parse_decode(data: Mapping[str, Any]) -> EmbedRequest:

@@ -22,6 +22,7 @@ from ..model.longdocs import ChunkEmbeddings, tokenize_document
 from ..model.outputs import check_output_options
 from ..model.request import EncodeRequest
 from ..model.runners import TorchRunner, set_torch_threads
+from ..model.tokenization import Tokenized
 
 __all__ = ["EncoderRunner", "Runner", "check_runner", "share_cpus"]
 
@@ -38,7 +39,8 @@ class Runner(Protocol):
     `EncoderRunner`'s: without it a chunk count takes the prompt's tokens alone, one short of a document whose
     first word the prompt's end joins), ``appends_eos`` (True: the model appends EOS to a row that does not end
     with it, so a chunk count takes ``body_lengths`` with no prompt too), and for TEI's
-    /tokenize and /decode ``token_spans``, ``token_texts`` and ``decode`` (as `EncoderRunner`'s)."""
+    /tokenize and /decode ``token_spans``, ``token_texts`` and ``decode``, for inputs sent as token ids
+    ``tokenize_ids`` and ``vocabulary_size``, for /embed_all ``token_vectors`` (as `EncoderRunner`'s)."""
 
     name: str  # the model id the server reports by default
     width: int  # columns of `embed`'s rows (the pooled width before any Matryoshka cut)
@@ -89,6 +91,7 @@ class EncoderRunner:
         self.appends_eos = bool(getattr(encoder, "add_eos", False))  # (none to a row ending with it: `Runner`)
         tokenization = getattr(encoder, "tokenization", None)
         self.truncation_side = getattr(tokenization, "truncation_side", "right")  # (the tokenizer's, as encode cuts)
+        self.vocabulary_size = _vocabulary_size(encoder)
         lock = getattr(tokenization, "lock", None)  # every tokenizer call holds it
         self._tokenizer_lock = lock if isinstance(lock, type(threading.RLock())) else None  # (`try_tokenize` re-enters)
         # the process's torch threads (None: not torch on a CPU with a count per thread) and CPUs; the model's
@@ -133,6 +136,40 @@ class EncoderRunner:
             return self.tokenize(texts, prompt, truncation)
         finally:
             lock.release()
+
+    def tokenize_ids(self, rows: Sequence[Sequence[int]], truncation: str | None) -> Tokenized:
+        """Token ids a client sent as the rows the model runs: each as given (no special token, prompt or EOS
+        added: it is the model's whole input, as /tokenize shows it), one over ``max_length`` cut on the
+        ``truncation`` side (None: kept whole, and refused by the caller). A row framed by the model's own special
+        tokens (its tokenizer's, with the EOS the encoder appends) keeps them, as a text's row does, so that ids
+        from the model's tokenizer run as their text would; any other row is cut as it is."""
+        limit, frame = self.max_length, self.encoder.tokenization.frame()
+        out = []
+        for row in map(list, rows):
+            if truncation is None or len(row) <= limit:
+                out.append(row)
+                continue
+            head, tail = _frame_sizes(row, frame)
+            room = limit - head - tail
+            if room < 1:  # (a frame as long as the window: nothing to keep inside it)
+                head, tail, room = 0, 0, limit
+            kept = row[head : head + room] if truncation == "right" else row[len(row) - tail - room : len(row) - tail]
+            out.append(row[:head] + kept + row[len(row) - tail :])
+        return Tokenized(out, np.fromiter(map(len, rows), dtype=np.int64, count=len(rows)))
+
+    def token_vectors(self, tokens: Tokenized) -> list[np.ndarray]:
+        """Each row's every token's vector (TEI's /embed_all): the model's last hidden states, float32
+        (tokens, hidden), special and prompt tokens included, unpooled and unnormalised; one forward pass."""
+        encoder, out = self.encoder, [None] * len(tokens)
+        left = encoder.tokenization.left_pad
+        for batch in encoder.forward_ids(tokens, batch_size=max(1, len(tokens))):
+            with encoder.runner.inference():
+                hidden = encoder.runner.to_float32_numpy(batch.hidden)
+            for k, index in enumerate(np.asarray(batch.indices).tolist()):
+                n = len(tokens.ids[index])
+                start = hidden.shape[1] - n if left else 0
+                out[index] = np.ascontiguousarray(hidden[k, start : start + n])
+        return out  # type: ignore[return-value]
 
     def body_lengths(self, documents: Sequence[str], prompt: str) -> list[int]:
         """Each document's body tokens (no special or prompt tokens) as its chunk plan counts them, read after
@@ -224,6 +261,28 @@ class EncoderRunner:
         n = np.arange(len(documents), dtype=np.int64)
         ends = np.array([len(d) for d in documents], dtype=np.int64)
         return ChunkEmbeddings(n, np.zeros_like(n), np.zeros_like(n), ends, vectors)
+
+
+def _vocabulary_size(encoder: Any) -> int | None:
+    """Token ids a client may send are below this: the ids the tokenizer knows (its added tokens too: the Rust
+    tokenizer's count, which the ONNX runtime's `FolderTokenizer` has and ``len`` has not) within the model's
+    embedding table; None when neither is known."""
+    tokenizer = encoder.tokenizer
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    known = (backend.get_vocab_size(with_added_tokens=True) if backend is not None
+             else len(tokenizer) if hasattr(tokenizer, "__len__") else None)  # fmt: skip
+    sizes = [int(n) for n in (known, getattr(encoder.tokenization, "vocab_size", None)) if n is not None]
+    return min(sizes) if sizes else None
+
+
+def _frame_sizes(row: list[int], frame: tuple[list[int], list[int]] | None) -> tuple[int, int]:
+    """``(len(prefix), len(suffix))`` of ``frame`` (`Tokenization.frame`) when ``row`` begins with its prefix
+    and ends with its suffix, with tokens between; else ``(0, 0)``: a row of other ids has no frame to keep."""
+    if frame is None:
+        return 0, 0
+    prefix, suffix = frame
+    framed = len(row) > len(prefix) + len(suffix) and row[: len(prefix)] == prefix
+    return (len(prefix), len(suffix)) if framed and row[len(row) - len(suffix) :] == suffix else (0, 0)
 
 
 def _check_servable(encoder: Any, calibration: Calibration | None) -> None:

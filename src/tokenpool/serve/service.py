@@ -17,7 +17,7 @@ import numpy as np
 
 from ..core.chunking import BoundaryChunks, chunk_count
 from ..core.quantize import CALIBRATED_PRECISIONS
-from ..errors import OptionError, classify, one_line
+from ..errors import ModelOutputError, OptionError, classify, one_line
 from ..model.request import HTTP_NAMES, EncodeRequest
 from ..model.texts import named_prompt
 from .batcher import Batcher, Draining, Job, QueueFull
@@ -32,6 +32,9 @@ logger = logging.getLogger("tokenpool.serve")
 __all__ = ["Model", "Prepared", "ServeSettings", "Service"]
 
 _BIG_REQUEST_CHARS = 32768  # count tokens off the event loop above this many characters
+# the hint of a refusal of token ids: clients that tokenise with tiktoken send ids of OpenAI's vocabulary
+_TIKTOKEN = (" (a client that tokenises with tiktoken sends another vocabulary's ids: LangChain's OpenAIEmbeddings "
+             "sends text with check_embedding_ctx_length=False)")
 _CHECKED_KEPT = 256  # distinct option combinations remembered per model
 # a request's model options in the order a refusal is looked for (a calibration goes with its precision)
 _OPTION_GROUPS = (("truncate_dim",), ("normalize",), ("precision", "calibration"), ("prompt_name",))
@@ -102,7 +105,7 @@ class Model:
         default = req.protocol.truncate or s.auto_truncate or req.long_documents == "truncate"
         truncate = not req.whole_documents and (default if req.truncate is None else req.truncate)
         truncation = (req.truncation_direction or self.truncation_side) if truncate else None
-        tokens = await self._tokenize(req, texts, prompt, truncation)
+        tokens = await self._tokenize_inputs(req, texts, prompt, truncation)
         # plain ints: a request has few texts, and numpy costs more than it saves on a handful
         counts, lengths = np.asarray(tokens.counts).tolist(), np.asarray(tokens.lengths).tolist()
         if req.late_chunking or req.chunks is not None:
@@ -113,6 +116,10 @@ class Model:
             raise self._error(req, f"'{req.input_name(index)}' has {counts[index]} tokens but the model takes at "
                               f'most {limit}; send "truncate": true to cut it', name, size=True)  # fmt: skip
         used = sum(lengths)
+        if req.token_vectors and used > s.max_batch_tokens:  # (one vector per token: ~10 bytes of JSON a float)
+            raise self._error(req, f"this request has {used} tokens, and /embed_all answers a vector for each; this "
+                              f"server takes at most {s.max_batch_tokens} per request (--max-batch-tokens)", name,
+                              size=True)  # fmt: skip
         return Prepared(texts, prompt, tokens, request, lengths, sum(counts) - used, used)
 
     def _check_sizes(self, req: EmbedRequest) -> None:
@@ -124,6 +131,8 @@ class Model:
             what = "lists of token ids" if req.ids is not None else "inputs"
             raise self._error(req, f"'{name}' has {count} {what}; this server takes at most {s.max_inputs} per request "
                               "(--max-inputs)", name, size=True)  # fmt: skip
+        if req.id_inputs:
+            self._check_id_inputs(req, req.id_inputs)
         if req.whole_documents:
             self._check_documents(req)
             limit, per = s.max_document_chars, " per document (--max-document-chars)"
@@ -133,8 +142,54 @@ class Model:
         for index, length in enumerate(lengths):
             if length > limit:
                 what = ("the document " if req.late_chunking else "") + req.document_name(index)
-                raise self._error(req, f"{what} has {length} characters; this server takes at most {limit}{per}",
+                unit = "token ids" if isinstance(req.texts[index], list) else "characters"
+                raise self._error(req, f"{what} has {length} {unit}; this server takes at most {limit}{per}",
                                   name, size=True)  # fmt: skip
+
+    def _check_id_inputs(self, req: EmbedRequest, at: list[int]) -> None:
+        """Inputs sent as token ids: a runner that reads them (``tokenize_ids``), no prompt_name and no whole
+        documents (both are about text); their vocabulary is `_check_vocabulary`'s, with their tokenisation."""
+        name, first = req.protocol.texts, req.input_name(at[0])
+        if getattr(self.runner, "tokenize_ids", None) is None:
+            raise self._error(req, f"'{first}' holds token ids, which the runner of {self.name} cannot read: send "
+                              f"text{_TIKTOKEN}", name)  # fmt: skip
+        if req.whole_documents:
+            mode = "late_chunking" if req.late_chunking else "long_documents"
+            raise self._error(req, f"token ids ('{first}') do not go with '{mode}', which reads documents as text; "
+                              "send text", mode)  # fmt: skip
+        if req.prompt_name is not None:
+            raise self._error(req, f"'prompt_name' does not go with token ids ('{first}'): ids are the model's whole "
+                              "input, as /tokenize shows it, and get no prompt; send the prompt's tokens in them "
+                              "(/tokenize with this prompt_name gives them)", "prompt_name")  # fmt: skip
+
+    def _check_vocabulary(self, req: EmbedRequest, at: list[int]) -> None:
+        """Every id of the inputs at ``at`` within the model's vocabulary (the runner's ``vocabulary_size``, where it
+        has one): an id past it would be dropped by the tokenizer, or fail the embedding lookup."""
+        size = getattr(self.runner, "vocabulary_size", None)
+        for index in () if size is None else at:
+            row = req.texts[index]
+            if max(row) >= size:
+                bad = next(k for k, token in enumerate(row) if token >= size)
+                raise self._error(req, f"'{req.input_name(index)}[{bad}]' is {row[bad]}, not a token id of {self.name} "
+                                  f"(its ids are 0 to {size - 1}): token ids are the served model's own{_TIKTOKEN}",
+                                  req.protocol.texts)  # fmt: skip
+
+    async def _tokenize_inputs(self, req: EmbedRequest, texts: list[Any], prompt: str, truncation: str | None) -> Any:
+        """`_tokenize` of the texts and `Runner.tokenize_ids` of the inputs sent as token ids, in input order."""
+        at = req.id_inputs
+        if not at:
+            return await self._tokenize(req, texts, prompt, truncation)
+        words = [k for k, text in enumerate(texts) if isinstance(text, str)]
+        rows = [texts[k] for k in at]
+
+        def cut() -> Any:
+            self._check_vocabulary(req, at)
+            return self.runner.tokenize_ids(rows, truncation)
+
+        parts = [cut() if sum(map(len, rows)) <= _BIG_REQUEST_CHARS else await self._in_thread(req, cut)]
+        if words:
+            parts.insert(0, await self._tokenize(req, [texts[k] for k in words], prompt, truncation))
+        return type(parts[0]).concat(parts).select(np.argsort(words + at, kind="stable"))
 
     def _prompt(self, req: EmbedRequest) -> str:
         """The prompt in front of each text: the request's ``prompt_name`` (checked by `_options`), else the
@@ -316,6 +371,17 @@ class Model:
     def job(self, req: EmbedRequest, prepared: Prepared) -> Job:
         """The batcher's job: the inputs, or (whole documents) `Runner.embed_documents` on a few documents at
         a time. Late chunking embeds the inputs joined by a space as one document, each a chunk (Jina's)."""
+        if req.token_vectors:  # /embed_all: a pass's worth of inputs at a time (`document_pass`), each an array
+            vectors = self._part("token_vectors")
+
+            def some(taken: list[int], _stop: Callable[[], bool]) -> list[np.ndarray]:
+                out = vectors(prepared.tokens.select(taken))
+                bad = next((k for k, rows in enumerate(out) if not np.isfinite(rows).all()), None)
+                if bad is not None:
+                    raise ModelOutputError(req.input_name(taken[bad]), index=taken[bad])
+                return out
+
+            return Job(prepared.lengths, run=some)
         if not req.whole_documents:  # dense rows are finished in the worker, a pass's alike ones in one call
             finish = None if self.runner.is_sparse else functools.partial(self.finish, request=prepared.request)
             return Job(prepared.lengths, prepared.tokens, finish=finish, finish_key=id(prepared.request))
@@ -365,6 +431,15 @@ def joined(parts: list[tuple[list[int], Any]]) -> Any:
     columns = {name: np.concatenate([getattr(rows, name) for _, rows in parts])[order]
                for name in names if getattr(parts[0][1], name) is not None}  # fmt: skip
     return replace(parts[0][1], doc=doc[order], **columns)
+
+
+def in_input_order(parts: list[tuple[list[int], list[Any]]], count: int) -> list[Any]:
+    """A job's parts, ``(positions, one result per position)``, as one list of ``count`` results in input order."""
+    out: list[Any] = [None] * count
+    for taken, results in parts:
+        for position, result in zip(taken, results, strict=True):
+            out[position] = result
+    return out
 
 
 def packed(rows: np.ndarray, req: EmbedRequest) -> Any:
@@ -455,8 +530,16 @@ class Service:
         return await read_json(request, self.settings.max_body_bytes, self.settings.read_timeout)
 
     async def request(self, request: Request, protocol: Protocol, fields: Sequence[str]) -> EmbedRequest:
-        """The body (`body`) checked field by field for an endpoint."""
-        return parse(await self.body(request), protocol, fields)
+        """The body (`body`) checked field by field for an endpoint (`parse`)."""
+        return await self.parse(await self.body(request), protocol, fields)
+
+    async def parse(self, data: dict[str, Any], protocol: Protocol, fields: Sequence[str]) -> EmbedRequest:
+        """`fields.parse`, off the event loop when the inputs are token ids (each id is checked, and a body may
+        hold millions)."""
+        inputs = data.get(protocol.texts)
+        if isinstance(inputs, list) and inputs and isinstance(inputs[0], (int, list)):
+            return await asyncio.to_thread(parse, data, protocol, fields)
+        return parse(data, protocol, fields)
 
     async def run(self, request: Request, model: Model, job: Job, bad_input: int = 400) -> Job:
         """Queue a job on ``model``'s batcher and wait for it (its inputs dropped if the client goes away
@@ -517,7 +600,9 @@ class Service:
             if req.late_chunking and err.status == req.protocol.status:  # refused by the model's pass
                 await model.name_tokenless_input(req)
             raise
-        if job.run is not None:
+        if req.token_vectors:
+            job.rows = in_input_order(job.rows, len(prepared.lengths))
+        elif job.run is not None:
             rows = job.rows = joined(job.rows)
             if rows.tokens is not None:  # naive chunks: the tokens their texts were embedded from, and cut
                 prepared = replace(prepared, used=int(rows.tokens.sum()), truncated=int(rows.truncated.sum()))

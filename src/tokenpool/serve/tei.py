@@ -1,4 +1,4 @@
-"""The TEI protocol: ``POST /embed`` and ``/embed_sparse``, ``POST /tokenize``, ``/decode`` and ``/similarity``,
+"""The TEI protocol: ``POST /embed``, ``/embed_sparse`` and ``/embed_all``, ``POST /tokenize``, ``/decode`` and ``/similarity``,
 ``POST /`` (TEI's compatibility route), ``GET /info``, ``/health``; and ``/metrics``."""
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from .._version import __version__
 from ..evaluation.sts import cosine_rows
 from .fields import (
     TEI,
+    TEI_ALL_FIELDS,
     TEI_FIELDS,
     TEI_SPARSE_FIELDS,
+    TEXT_CHECKS,
     TOKENIZE_FIELDS,
     EmbedRequest,
     named_model,
@@ -26,7 +28,7 @@ from .fields import (
 from .http import ApiError, Request, Response, draining_error, json_response
 from .service import Model, Prepared, Service, packed
 
-__all__ = ["decode", "embed", "embed_sparse", "health", "info", "metrics", "root", "similarity", "tokenize"]
+__all__ = ["decode", "embed", "embed_all", "embed_sparse", "health", "info", "metrics", "root", "similarity", "tokenize"]
 
 
 def _headers(req: EmbedRequest, prepared: Prepared) -> dict[str, str]:
@@ -60,6 +62,21 @@ async def embed_sparse(service: Service, request: Request, req: EmbedRequest | N
     return json_response(out, _headers(req, prepared))
 
 
+async def embed_all(service: Service, request: Request) -> Response:
+    """TEI's /embed_all: per input, every token's vector (the model's last hidden states: special and prompt
+    tokens included, as /tokenize lists them, unpooled and unnormalised) → ``[[[float, ...], ...], ...]``; a dense
+    model's (TEI refuses SPLADE models too)."""
+    req = await service.request(request, TEI, TEI_ALL_FIELDS)
+    req.token_vectors = True
+    served = service.model_for(req.model, sparse=False)
+    if served.runner.is_sparse:
+        raise ApiError(400, f"/embed_all gives a dense model's token vectors; {served.name} is a sparse (SPLADE) "
+                       "model: use /embed_sparse", param="inputs")  # fmt: skip
+    served, prepared, job = await service.embed(request, req, served)
+    # (off the event loop: a vector per token is ~4 KB of JSON)
+    return await asyncio.to_thread(json_response, job.rows, _headers(req, prepared))
+
+
 def _tokens(text: str, ids: Any, spans: Any, pieces: list[str | None]) -> list[dict[str, Any]]:
     """TEI's tokens of one text (prompt included): a special token is its vocabulary entry, with no offsets;
     any other the text it covers, with its UTF-8 byte offsets in the text (TEI's offsets are the Rust
@@ -79,7 +96,7 @@ def _tokens(text: str, ids: Any, spans: Any, pieces: list[str | None]) -> list[d
 async def tokenize(service: Service, request: Request) -> Response:
     """TEI's /tokenize: each input's tokens (with the prompt in front, special tokens unless
     ``add_special_tokens`` is false), never truncated; one list per input, for one string too."""
-    req = await service.request(request, TEI, TOKENIZE_FIELDS)
+    req = parse(await service.body(request), TEI, TOKENIZE_FIELDS, TEXT_CHECKS)  # (TEI's /tokenize: text only)
     rows = await service.model_for(req.model, sparse=False).tokens(req)  # (no name: /embed's model, whose tokens)
     # (off the event loop: ~60 bytes of JSON a token, and a request may hold millions of tokens)
     return await asyncio.to_thread(lambda: json_response([_tokens(*row) for row in rows]))
@@ -112,8 +129,8 @@ async def root(service: Service, request: Request) -> Response:
         return await similarity(service, request, parse_similarity(data))
     served = service.by_name.get(named_model(data, TEI) or "", service.models[0])
     if served.runner.is_sparse:
-        return await embed_sparse(service, request, parse(data, TEI, TEI_SPARSE_FIELDS))
-    return await embed(service, request, parse(data, TEI, TEI_FIELDS))
+        return await embed_sparse(service, request, await service.parse(data, TEI, TEI_SPARSE_FIELDS))
+    return await embed(service, request, await service.parse(data, TEI, TEI_FIELDS))
 
 
 def _model_info(service: Service, served: Model) -> dict[str, Any]:
