@@ -22,7 +22,7 @@ from ..core.strategies import (
     pooled_width,
     strategy_names,
 )
-from ..errors import ConfigError, is_int, refuse_empty_model
+from ..errors import ConfigError, ModelFolderError, is_int, refuse_empty_model
 from .modules import class_name, ordered_modules, output_width, read_module_config, read_post_modules
 from .safety import is_present, read_json_file, read_json_object
 from .texts import check_encodable
@@ -539,8 +539,7 @@ def _write_json(file: Path, data: Any) -> None:
 def _save(config: PoolingConfig, root: Path) -> None:
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"cannot save a pooling config into {str(root)!r}: not a folder")
-    if config.is_sparse and not config.include_prompt:
-        raise ConfigError("SpladePooling has no include_prompt option; a sparse config must keep include_prompt=True")
+    _check_sparse(config)
     old = read_json_file(root / "modules.json") if is_present(root / "modules.json") else []
     old = old if isinstance(old, list) else []  # (a modules.json holding no list: no entries)
     transformer = _transformer_entry(old, config.is_sparse)
@@ -588,14 +587,29 @@ def _save(config: PoolingConfig, root: Path) -> None:
     _write_json(st_file, st)
 
 
+def _check_sparse(config: PoolingConfig) -> None:
+    """Refuse what a saved sparse config cannot hold: no include_prompt option, no truncate_dim (the Encoder
+    refuses a sparse folder's own: its rows are vocabulary-wide)."""
+    if config.is_sparse and not config.include_prompt:
+        raise ConfigError("SpladePooling has no include_prompt option; a sparse config must keep include_prompt=True")
+    if config.is_sparse and config.truncate_dim is not None:
+        raise ConfigError(f"truncate_dim={config.truncate_dim} does not apply to a sparse (SPLADE) config: its rows "
+                          "are vocabulary-wide (the Encoder would refuse the saved folder)")  # fmt: skip
+
+
 def _check_kept_widths(config: PoolingConfig, root: Path, model_config: Path, dim: int, *, kept: bool) -> None:
     """Refuse a pooled width the folder's ``kept`` Dense / LayerNorm modules do not take (neither sentence-transformers
     nor the Encoder loads that): the width of the model's outputs, which both pool whatever ``dim`` says; and a
     ``truncate_dim`` wider than the vectors then (`folder_truncate_dim` would refuse the folder). A module tokenpool
-    cannot read (an activation it does not run, which sentence-transformers may) is not checked."""
+    cannot read (an activation it does not run, which sentence-transformers may), or a model config.json the
+    runtimes refuse, is not checked. The width is the runtimes' (`read_model_config`: one not saved is
+    transformers' default), ``dim`` when there is no config.json yet."""
+    from .onnx import read_model_config
+
     try:
-        modules, size = read_post_modules(root) if kept else (), config_size(read_json_object(model_config)) or dim
-    except ConfigError:
+        modules = read_post_modules(root) if kept else ()
+        size = read_model_config(model_config.parent).hidden_size if is_present(model_config) else dim
+    except (ConfigError, ModelFolderError):
         return
     width = output_width(modules, replace(config, embedding_dimension=size).output_dimension, root)
     if config.truncate_dim is not None:
