@@ -161,8 +161,8 @@ def _tokenize_slices(tokenization: Any, text: str, lead: str | None) -> Document
     if lead and not bounds:  # an empty text: its prompt alone
         bounds.append((0, 0))
     prompt = None if lead is None else ()  # "": read as no prompt, as `Tokenization.encode` reads it
-    ids = [np.zeros(0, dtype=np.int64)]  # (an empty text has no slice)
-    offsets = [np.zeros((0, 2), dtype=np.int64)]
+    # each slice's ids, starts and ends apart: joined one array at a time, 32 bytes per token at the peak (`_joined`)
+    ids, starts, ends = ([np.zeros(0, dtype=np.int64)] for _ in range(3))  # (an empty text has no slice)
     for first in range(0, len(bounds), SLICES_PER_CALL):
         group = bounds[first : first + SLICES_PER_CALL]
         with tokenization.lock:
@@ -173,19 +173,26 @@ def _tokenize_slices(tokenization: Any, text: str, lead: str | None) -> Document
                 return_offsets_mapping=True, return_attention_mask=False, return_token_type_ids=False,
             )  # fmt: skip
         for (a, _), row_ids, row_offsets in zip(group, encoded["input_ids"], encoded["offset_mapping"], strict=True):
-            ids.append(np.asarray(row_ids, dtype=np.int64))
-            offsets.append(np.asarray(row_offsets, dtype=np.int64).reshape(-1, 2) + a)
+            row_ids, row = np.asarray(row_ids, dtype=np.int64), np.asarray(row_offsets, dtype=np.int64).reshape(-1, 2) + a
             # the prompt's tokens (`prompt_tokens`); the text's offsets moved to the text (one that straddles the
             # prompt's end starts at 0)
             if a == 0 and lead:
-                count = prompt_tokens(offsets[-1], len(lead))
-                prompt = tuple(ids[-1][:count].tolist())
-                ids[-1], offsets[-1] = ids[-1][count:], np.maximum(offsets[-1][count:] - len(lead), 0)
-            row = offsets[-1]
+                count = prompt_tokens(row, len(lead))
+                prompt = tuple(row_ids[:count].tolist())
+                row_ids, row = row_ids[count:], np.maximum(row[count:] - len(lead), 0)
             if a in skipped and len(row) and row[0, 0] == a:  # the ▁ prepended at a: the whole text's is the space
                 row[0] = (a - 1, a) if len(row) > 1 and row[1, 0] == a else (a - 1, row[0, 1])  # (a ▁ token alone)
-    spans = np.concatenate(offsets)
-    return DocumentTokens(np.concatenate(ids), spans[:, 0].copy(), spans[:, 1].copy(), prompt)
+            ids.append(row_ids)
+            starts.append(row[:, 0].copy())
+            ends.append(row[:, 1].copy())
+    return DocumentTokens(_joined(ids), _joined(starts), _joined(ends), prompt)
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """``parts`` as one array, the list emptied: its parts are freed before the next array is joined."""
+    whole = np.concatenate(parts)
+    parts.clear()
+    return whole
 
 
 def truncated_document(tokenization: Any, text: str, prompt: str | None = None) -> DocumentTokens:
