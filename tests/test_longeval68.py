@@ -80,3 +80,17 @@ def test_dotted_capital_i_is_the_only_character_whose_lower_case_is_longer():
     from tokenpool.model.document_tokens import LONGER_LOWER
 
     assert [chr(c) for c in range(sys.maxunicode + 1) if len(chr(c).lower()) != 1] == [LONGER_LOWER]
+
+
+@pytest.mark.parametrize("text", ["ΟΔΟΣ İzmir ΟΔΟΣ", "İ", "ΑΣİ ΑΣ. İİ Σ"])
+def test_same_length_lower_is_str_lower_but_for_dotted_capital_i(text):
+    """`same_length_lower` (the text boundary chunks are split in, for a lower-casing encoder) is ``text.lower()``
+    but for "İ", kept as it is. Each character was lower-cased alone: a word-final "Σ" became "σ", where
+    ``text.lower()`` — what the document's tokens are read from — gives "ς"."""
+    from tokenpool.model.document_tokens import same_length_lower
+
+    lowered = same_length_lower(text)
+    reference = text.lower()
+    assert len(lowered) == len(text)
+    assert [i for i, ch in enumerate(lowered) if ch == "İ"] == [i for i, ch in enumerate(text) if ch == "İ"]
+    assert lowered.replace("İ", "i\u0307") == reference

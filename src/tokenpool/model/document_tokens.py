@@ -64,12 +64,16 @@ class DocumentTokens:
 
 
 def same_length_lower(text: str) -> str:
-    """``text.lower()``, except that characters whose lower case is longer stay as they are (offsets stay
-    valid)."""
+    """``text.lower()``, except that `LONGER_LOWER` stays as it is (offsets stay valid; each character lower-cased
+    alone made a word-final "Σ" "σ", not the "ς" of ``text.lower()``)."""
     lowered = text.lower()
     if len(lowered) == len(text):
         return lowered
-    return "".join(low if len(low := ch.lower()) == 1 else ch for ch in text)
+    parts, at = [], 0
+    for k, found in enumerate(re.finditer(LONGER_LOWER, text)):  # the k-th is at start + k in ``lowered``
+        parts += [lowered[at : found.start() + k], LONGER_LOWER]
+        at = found.start() + k + 2
+    return "".join([*parts, lowered[at:]])
 
 
 def _separates(char: str) -> bool:
