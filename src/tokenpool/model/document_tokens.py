@@ -26,6 +26,7 @@ __all__ = [
 # Characters tokenised per call: a document longer than this is tokenised slice by slice (cut at whitespace).
 SLICE_CHARS = 200_000
 SLICES_PER_CALL = 16  # slices per tokenizer call (it encodes a list on its own threads)
+LONGER_LOWER = "\u0130"  # "İ": Unicode's one character whose lower case is longer (two characters, "i" and U+0307)
 _Function = TypeVar("_Function", bound=Callable[..., Any])
 
 # the run of regional indicators last looked up in this thread, as (text, start, end), until the call that looked
@@ -63,12 +64,16 @@ class DocumentTokens:
 
 
 def same_length_lower(text: str) -> str:
-    """``text.lower()``, except that characters whose lower case is longer stay as they are (offsets stay
-    valid)."""
+    """``text.lower()``, except that `LONGER_LOWER` stays as it is (offsets stay valid; each character lower-cased
+    alone made a word-final "Σ" "σ", not the "ς" of ``text.lower()``)."""
     lowered = text.lower()
     if len(lowered) == len(text):
         return lowered
-    return "".join(low if len(low := ch.lower()) == 1 else ch for ch in text)
+    parts, at = [], 0
+    for k, found in enumerate(re.finditer(LONGER_LOWER, text)):  # the k-th is at start + k in ``lowered``
+        parts += [lowered[at : found.start() + k], LONGER_LOWER]
+        at = found.start() + k + 2
+    return "".join([*parts, lowered[at:]])
 
 
 def _separates(char: str) -> bool:
@@ -132,13 +137,20 @@ def _lowered(prompt: str | None, text: str) -> tuple[str | None, str]:
 
 
 def _original_spans(tokens: DocumentTokens, text: str) -> DocumentTokens:
-    """``tokens`` of ``text.lower()`` with their spans mapped back to ``text`` (a character such as "İ"
-    lower-cases to several: a token meeting any of them meets the original character)."""
-    widths = np.fromiter((len(ch.lower()) for ch in text), dtype=np.int64, count=len(text))
-    origin = np.append(np.repeat(np.arange(len(text), dtype=np.int64), widths), len(text))
-    starts = origin[tokens.starts]
-    ends = np.where(tokens.ends > tokens.starts, origin[np.maximum(tokens.ends - 1, 0)] + 1, origin[tokens.ends])
-    return replace(tokens, starts=starts, ends=ends)
+    """``tokens`` of ``text.lower()`` (new arrays, changed in place) with their spans mapped back to ``text``:
+    `LONGER_LOWER` lower-cases to two characters, and a token meeting either meets it. Mapped by where those
+    characters are, 8 bytes per token at a time (a map of every character of the text cost 16 bytes each)."""
+    found = np.fromiter((m.start() for m in re.finditer(LONGER_LOWER, text)), dtype=np.int64)
+    seconds = found + np.arange(1, len(found) + 1)  # where each one's second character is in the lower-cased text
+    # a position is as many characters further in the lower-cased text as second characters lie before it; an end
+    # right after a first character is that character's end, a zero-width token there stays at its start
+    zero_width = np.flatnonzero(tokens.ends == tokens.starts)
+    shift = np.searchsorted(seconds, tokens.ends, side="left")
+    shift[zero_width] = np.searchsorted(seconds, tokens.ends[zero_width], side="right")
+    tokens.ends -= shift
+    del shift
+    tokens.starts -= np.searchsorted(seconds, tokens.starts, side="right")
+    return tokens
 
 
 def _tokenize_slices(tokenization: Any, text: str, lead: str | None) -> DocumentTokens:
@@ -161,8 +173,8 @@ def _tokenize_slices(tokenization: Any, text: str, lead: str | None) -> Document
     if lead and not bounds:  # an empty text: its prompt alone
         bounds.append((0, 0))
     prompt = None if lead is None else ()  # "": read as no prompt, as `Tokenization.encode` reads it
-    ids = [np.zeros(0, dtype=np.int64)]  # (an empty text has no slice)
-    offsets = [np.zeros((0, 2), dtype=np.int64)]
+    # each slice's ids, starts and ends apart: joined one array at a time, 32 bytes per token at the peak (`_joined`)
+    ids, starts, ends = ([np.zeros(0, dtype=np.int64)] for _ in range(3))  # (an empty text has no slice)
     for first in range(0, len(bounds), SLICES_PER_CALL):
         group = bounds[first : first + SLICES_PER_CALL]
         with tokenization.lock:
@@ -173,19 +185,26 @@ def _tokenize_slices(tokenization: Any, text: str, lead: str | None) -> Document
                 return_offsets_mapping=True, return_attention_mask=False, return_token_type_ids=False,
             )  # fmt: skip
         for (a, _), row_ids, row_offsets in zip(group, encoded["input_ids"], encoded["offset_mapping"], strict=True):
-            ids.append(np.asarray(row_ids, dtype=np.int64))
-            offsets.append(np.asarray(row_offsets, dtype=np.int64).reshape(-1, 2) + a)
+            row_ids, row = np.asarray(row_ids, dtype=np.int64), np.asarray(row_offsets, dtype=np.int64).reshape(-1, 2) + a
             # the prompt's tokens (`prompt_tokens`); the text's offsets moved to the text (one that straddles the
             # prompt's end starts at 0)
             if a == 0 and lead:
-                count = prompt_tokens(offsets[-1], len(lead))
-                prompt = tuple(ids[-1][:count].tolist())
-                ids[-1], offsets[-1] = ids[-1][count:], np.maximum(offsets[-1][count:] - len(lead), 0)
-            row = offsets[-1]
+                count = prompt_tokens(row, len(lead))
+                prompt = tuple(row_ids[:count].tolist())
+                row_ids, row = row_ids[count:], np.maximum(row[count:] - len(lead), 0)
             if a in skipped and len(row) and row[0, 0] == a:  # the ▁ prepended at a: the whole text's is the space
                 row[0] = (a - 1, a) if len(row) > 1 and row[1, 0] == a else (a - 1, row[0, 1])  # (a ▁ token alone)
-    spans = np.concatenate(offsets)
-    return DocumentTokens(np.concatenate(ids), spans[:, 0].copy(), spans[:, 1].copy(), prompt)
+            ids.append(row_ids)
+            starts.append(row[:, 0].copy())
+            ends.append(row[:, 1].copy())
+    return DocumentTokens(_joined(ids), _joined(starts), _joined(ends), prompt)
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """``parts`` as one array, the list emptied: its parts are freed before the next array is joined."""
+    whole = np.concatenate(parts)
+    parts.clear()
+    return whole
 
 
 def truncated_document(tokenization: Any, text: str, prompt: str | None = None) -> DocumentTokens:
