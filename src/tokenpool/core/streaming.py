@@ -173,8 +173,8 @@ class RunningPool:
             values = self._activate(activation, tokens)
             if statistic == "sum":
                 return token_sum(xp, values, dtype=acc)  # (summed in acc: no float32 copy of a block)
-            first = position + 1
-            ranks = xp.arange(first, first + int(tokens.shape[0]), dtype=acc, device=self._device)
+            # ranks position + 1 …, offset after the arange: torch's float32 arange from past 2^53 has a wrong length
+            ranks = xp.arange(int(tokens.shape[0]), dtype=acc, device=self._device) + float(position + 1)
             # (a product and a sum: torch.autocast runs a matmul in half precision, where Σ rank·h overflows)
             return token_sum(xp, ranks[:, None] * xp.astype(values, acc))
         # non-decreasing activations commute with max, first and last
