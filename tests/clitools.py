@@ -40,13 +40,15 @@ _FORK_SERVER = textwrap.dedent(
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # the commands' stdout goes where a `tokenpool embed` subprocess's would, not into the replies
     while request := sys.stdin.readline():
-        argv, cwd = json.loads(request)
+        argv, cwd, stderr = json.loads(request)
         pid = os.fork()
         if pid == 0:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+            os.dup2(os.open(stderr or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
             try:
                 os.chdir(cwd)
-                os._exit(main(argv) or 0)
+                code = main(argv) or 0
+                sys.stdout.flush(), sys.stderr.flush()
+                os._exit(code)
             except BaseException:
                 os._exit(1)
         print(pid, file=replies)
@@ -86,7 +88,7 @@ def kill_after_chunks(cmd: list[str], output: Path, env: dict[str, str], *, chun
         assert status == -signal.SIGKILL
     else:
         server = _fork_server(env)
-        server.stdin.write(json.dumps([cmd[3:], os.getcwd()]) + "\n")
+        server.stdin.write(json.dumps([cmd[3:], os.getcwd(), None]) + "\n")
         pid = int(server.stdout.readline())
         pidfd = os.pidfd_open(pid)
 
@@ -105,6 +107,30 @@ def kill_after_chunks(cmd: list[str], output: Path, env: dict[str, str], *, chun
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     assert not Path(output).exists()  # nothing under the final name until complete
     return json.loads(manifest.read_text())
+
+
+def run_forked(cmd: list[str], env: dict[str, str], stderr: Path, *, timeout: float = 600) -> tuple[int, str]:
+    """(exit status, stderr text) of ``cmd``, a ``python -m tokenpool.cli ...`` run to its end in a child forked
+    from the fork server for ``env`` (as `kill_after_chunks` runs the run it kills: a process of its own, whose
+    imports cost nothing), its stderr written to the file ``stderr``; a plain subprocess where no fork server
+    runs it. For the uninterrupted and resumed runs beside a killed one (the same process settings)."""
+    if cmd[:3] != [sys.executable, "-m", "tokenpool.cli"] or not hasattr(os, "pidfd_open"):
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        return done.returncode, done.stderr
+    server = _fork_server(env)
+    server.stdin.write(json.dumps([cmd[3:], os.getcwd(), str(stderr)]) + "\n")
+    pid = int(server.stdout.readline())
+    pidfd = os.pidfd_open(pid)
+    try:
+        ended = bool(select.select([pidfd], [], [], timeout)[0])
+        if not ended:
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        os.close(pidfd)
+        server.stdin.write("\n")
+        status = int(server.stdout.readline())
+    assert ended, f"{cmd} ran past {timeout} s"
+    return os.waitstatus_to_exitcode(status), Path(stderr).read_text(encoding="utf-8", errors="replace")
 
 
 def _kill_when_stored(manifest: Path, chunks: int, timeout: float, ended, kill, wait) -> int:

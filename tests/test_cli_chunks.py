@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from clitools import assert_one_error_line, kill_after_chunks  # noqa: E402
+from clitools import assert_one_error_line, kill_after_chunks, run_forked  # noqa: E402
 from test_encoder import _bert_weights  # noqa: E402
 
 from tokenpool import Encoder  # noqa: E402
@@ -190,13 +189,13 @@ def test_sigkill_then_resume_gives_identical_chunk_rows(tmp_path):
     src = _jsonl(tmp_path / "in.jsonl", [{"id": f"m{i}", "text": f"{i} " + text * (3 + i % 4)} for i in range(60)])
     cmd = [sys.executable, "-m", "tokenpool.cli", "embed", str(src), "--chunks", "tokens:32:8", "--chunk-size", "3",
            "--long-documents", "windows", "--window-stride", "40", "--max-length", "64", "-q"]  # fmt: skip
-    reference = subprocess.run([*cmd, "-o", str(tmp_path / "ref.parquet")], env=ENV, capture_output=True, timeout=600)
-    assert reference.returncode == 0, reference.stderr
+    # the uninterrupted and the resumed runs: processes forked as the killed one is (`run_forked`)
+    code, err = run_forked([*cmd, "-o", str(tmp_path / "ref.parquet")], ENV, tmp_path / "ref.err")
+    assert code == 0, err
     done = kill_after_chunks([*cmd, "-o", str(tmp_path / "out.parquet")], tmp_path / "out.parquet", ENV)
     assert done["options"]["chunks"] == "tokens:32:8" and done["options"]["long_documents"] == "windows"
-    resumed = subprocess.run([*cmd, "-o", str(tmp_path / "out.parquet"), "--resume"], env=ENV, capture_output=True,
-                             text=True, timeout=600)  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr
+    code, err = run_forked([*cmd, "-o", str(tmp_path / "out.parquet"), "--resume"], ENV, tmp_path / "resume.err")
+    assert code == 0, err
     import pyarrow.parquet as pq
 
     assert pq.read_table(tmp_path / "out.parquet").equals(pq.read_table(tmp_path / "ref.parquet"))

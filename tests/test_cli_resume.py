@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from clitools import kill_after_chunks
+from clitools import kill_after_chunks, run_forked
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -45,26 +45,22 @@ def test_sigkill_then_resume_gives_the_uninterrupted_output(tmp_path):
         "--batch-size",
         "8",
     ]
-    reference = subprocess.Popen([*cmd, "-o", str(tmp_path / "ref.npy")], env=ENV, stderr=subprocess.PIPE)
+    # the uninterrupted and the resumed runs: processes forked as the killed one is (`run_forked`)
+    code, err = run_forked([*cmd, "-o", str(tmp_path / "ref.npy")], ENV, tmp_path / "ref.err", timeout=300)
+    assert code == 0, err
     manifest = tmp_path / "out.npy.tokenpool-partial" / "manifest.json"
     killed = kill_after_chunks([*cmd, "-o", str(tmp_path / "out.npy")], tmp_path / "out.npy", ENV, timeout=300)
     done = killed["chunks_done"]
     assert 2 <= done < total_chunks
 
     started = time.perf_counter()
-    resumed = subprocess.run(
-        [*cmd, "-o", str(tmp_path / "out.npy"), "--resume"],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    code, err = run_forked([*cmd, "-o", str(tmp_path / "out.npy"), "--resume"], ENV, tmp_path / "resume.err",
+                           timeout=300)  # fmt: skip
     seconds = time.perf_counter() - started
-    assert resumed.returncode == 0, resumed.stderr
+    assert code == 0, err
     # Every completed chunk is reused; only the one in flight at the kill (and the rest) is computed.
-    assert f"continuing with chunk {done}" in resumed.stderr
-    assert f"chunks computed {total_chunks - done}, reused {done}" in resumed.stderr
-    assert reference.wait(timeout=300) == 0, reference.stderr.read()
+    assert f"continuing with chunk {done}" in err
+    assert f"chunks computed {total_chunks - done}, reused {done}" in err
     assert (tmp_path / "out.npy").read_bytes() == (tmp_path / "ref.npy").read_bytes()
     assert not manifest.parent.exists()
     print(f"resumed after {done}/{total_chunks} chunks in {seconds:.1f} s")

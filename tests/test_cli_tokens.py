@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from clitools import assert_one_error_line, kill_after_chunks  # noqa: E402
+from clitools import assert_one_error_line, kill_after_chunks, run_forked  # noqa: E402
 
 from tokenpool import Encoder  # noqa: E402
 
@@ -236,15 +235,15 @@ def test_sigkill_then_resume_gives_identical_files(tmp_path):
     src = _jsonl(tmp_path / "in.jsonl", [{"id": f"m{i}", "text": f"{i} " + text * (1 + i % 2)} for i in range(60)])
     cmd = [sys.executable, "-m", "tokenpool.cli", "embed", str(src), "--token-vectors", "--chunk-size", "3",
            "--long-documents", "windows", "--window-stride", "20", "--max-length", "32", "-q"]  # fmt: skip
-    reference = subprocess.Popen([*cmd, "-o", str(tmp_path / "ref.npy")], env=ENV, stderr=subprocess.PIPE)
+    # the uninterrupted and the resumed runs: processes forked as the killed one is (`run_forked`)
+    code, err = run_forked([*cmd, "-o", str(tmp_path / "ref.npy")], ENV, tmp_path / "ref.err")
+    assert code == 0, err
     out = tmp_path / "out.npy"
-    done = kill_after_chunks([*cmd, "-o", str(out)], out, ENV)  # beside the uninterrupted run
+    done = kill_after_chunks([*cmd, "-o", str(out)], out, ENV)
     assert done["options"]["output"] == "tokens" and done["options"]["long_documents"] == "windows"
     assert 2 <= done["chunks_done"] < 20
-    resumed = subprocess.run([*cmd, "-o", str(out), "--resume"], env=ENV, capture_output=True, text=True,
-                             timeout=600)  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr
-    assert reference.wait(timeout=600) == 0, reference.stderr.read()
+    code, err = run_forked([*cmd, "-o", str(out), "--resume"], ENV, tmp_path / "resume.err")
+    assert code == 0, err
     assert out.read_bytes() == (tmp_path / "ref.npy").read_bytes()
     assert Path(f"{out}.tokens.jsonl").read_bytes() == (tmp_path / "ref.npy.tokens.jsonl").read_bytes()
     assert not Path(f"{out}.tokenpool-partial").exists()

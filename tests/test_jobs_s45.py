@@ -277,33 +277,56 @@ def test_a_reader_of_stderr_that_goes_away_does_not_end_the_job(run, tmp_path, m
     assert not Path(f"{out}.tokenpool-partial").exists()
 
 
-@pytest.mark.parametrize("record, field", [
-    ('{"text": "a", "id": "x\\ud800"}', "id"),               # an id: the CLI's token rows read it
-    ('{"text": "a", "meta": {"title": ["\\udc00"]}}', "meta"),  # a string deep inside another field
-])  # fmt: skip
-def test_ray_refuses_a_lone_surrogate_in_any_field_it_passes_on_naming_the_line(
-    ray_session, tmp_path, record, field
-):
+_SURROGATES = {  # field: a record holding a lone surrogate there
+    "id": '{"text": "a", "id": "x\\ud800"}',  # an id: the CLI's token rows read it
+    "meta": '{"text": "a", "meta": {"title": ["\\udc00"]}}',  # a string deep inside another field
+}
+
+
+def _surrogate_source(tmp_path, field: str):
+    """in.jsonl: a fine record, then `_SURROGATES`' record for ``field`` (checked to be no UTF-8 text)."""
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "fine", "id": "ok"}\n' + _SURROGATES[field] + "\n", encoding="utf-8")
+    with pytest.raises(UnicodeEncodeError):  # the reference: the record holds a string that is no UTF-8 text
+        json.dumps(json.loads(_SURROGATES[field]), ensure_ascii=False).encode("utf-8")
+    return src
+
+
+def test_ray_refuses_a_lone_surrogate_in_any_field_it_passes_on_naming_the_line(ray_session, tmp_path):
     """Ray's .jsonl rows carry every field on to the parquet output, but only the text was checked: a lone
     surrogate elsewhere failed inside a Ray task as "the Ray job failed: UnicodeEncodeError ..." (exit 1, no
-    line). It is refused as the command line refuses one in a field it reads, naming the file and line."""
+    line). It is refused as the command line refuses one in a field it reads, naming the file and line. (One
+    whole job, an id; a string deep in another field, by the job's read function:
+    `test_the_ray_read_refuses_a_lone_surrogate_deep_in_a_field_naming_the_line`.)"""
     pytest.importorskip("ray.data")
     from tokenpool.errors import classify
     from tokenpool.integrations.ray import embed_parquet
     from tokenpool.io.readers import iter_records
 
-    src = tmp_path / "in.jsonl"
-    src.write_text('{"text": "fine", "id": "ok"}\n' + record + "\n", encoding="utf-8")
-    with pytest.raises(UnicodeEncodeError):  # the reference: the record holds a string that is no UTF-8 text
-        json.dumps(json.loads(record), ensure_ascii=False).encode("utf-8")
+    src = _surrogate_source(tmp_path, "id")
     with pytest.raises(Exception) as caught:  # noqa: PT011 - the type is checked below
         embed_parquet(str(src), str(tmp_path / "out"), concurrency=1, device="cpu")
     assert classify(caught.value) == "bad_input", caught.value
+    assert_one_error_line(2, str(caught.value), f"{src}, line 2: field 'id' holds a lone surrogate")
+    with pytest.raises(CorpusError) as cli:  # a field the command line reads (token rows' --id-field)
+        list(iter_records(str(src), "jsonl", extras=("id",)))
+    assert str(caught.value) == f"the Ray job failed: {cli.value}"  # its very message
+
+
+@pytest.mark.parametrize("field", sorted(_SURROGATES))
+def test_the_ray_read_refuses_a_lone_surrogate_deep_in_a_field_naming_the_line(tmp_path, field):
+    """The Ray job's .jsonl read task (`_json_table`, whose error the job raises, prefixed: the test above)
+    refuses a lone surrogate in any field, an id or a string deep inside another field, naming file and line."""
+    import io
+
+    from tokenpool.errors import classify
+    from tokenpool.integrations.ray import _json_table
+
+    src = _surrogate_source(tmp_path, field)
+    with pytest.raises(CorpusError) as caught:
+        _json_table(io.BytesIO(src.read_bytes()), str(src), "text")
+    assert classify(caught.value) == "bad_input", caught.value
     assert_one_error_line(2, str(caught.value), f"{src}, line 2: field {field!r} holds a lone surrogate")
-    if field == "id":  # a field the command line reads (token rows' --id-field): its very message
-        with pytest.raises(CorpusError) as cli:
-            list(iter_records(str(src), "jsonl", extras=(field,)))
-        assert str(caught.value) == f"the Ray job failed: {cli.value}"
 
 
 def test_ray_refuses_a_field_given_twice_as_the_command_line_does_for_a_field_it_reads(ray_session, tmp_path):

@@ -7,8 +7,10 @@ afterwards (no marker file written by folder code, no output written).
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import pickle
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,9 +58,18 @@ CODE_CASES = [
 ]
 
 
+def _cli_in_process(run, monkeypatch, *argv: object, stdin: bytes | None = b"") -> tuple[int, str, str]:
+    """``tokenpool ARGV`` called in this process (the ``run`` fixture: `tokenpool.cli.main`, its exit status),
+    reading ``stdin`` (None: a closed stdin, read as empty, as /dev/null reads)."""
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin or b""), encoding="utf-8"))
+    return run(*argv)
+
+
 @pytest.mark.parametrize(("case", "where", "argv", "stdin"), CODE_CASES, ids=[c[0] for c in CODE_CASES])
-def test_folder_code_never_runs_from_cli(model_copy, tmp_path, case, where, argv, stdin):
-    """exit 2 naming the file with the auto_map; marker absent; no output file."""
+def test_folder_code_never_runs_from_cli(model_copy, tmp_path, run, monkeypatch, case, where, argv, stdin):
+    """exit 2 naming the file with the auto_map; marker absent; no output file. The first case runs a real
+    ``python -m tokenpool.cli`` process (a piped stdin answering "y", its own modules cache); the others call
+    the command line's main in this process (the same code; a process each cost seconds of imports)."""
     folder = model_copy()
     marker = tmp_path / "MARKER"
     _plant_code(folder, marker, where)
@@ -66,10 +77,14 @@ def test_folder_code_never_runs_from_cli(model_copy, tmp_path, case, where, argv
     (tmp_path / "pairs.tsv").write_text("sentence1\tsentence2\tscore\na\tb\t1.0\nc\td\t2.0\n")
     names = {"out": tmp_path / "out.npy", "txt": tmp_path / "in.txt", "tsv": tmp_path / "pairs.tsv"}
     args = [a.format(**names) for a in argv] + ["--model", folder]
-    result = cli(*args, stdin=stdin, env={"HF_MODULES_CACHE": str(tmp_path / "modules")})
-    assert result.returncode == 2, result.stderr
-    assert "auto_map" in result.stderr.decode() and where in result.stderr.decode()
-    assert len(result.stderr.decode().strip().splitlines()) == 1
+    if case == CODE_CASES[0][0]:
+        result = cli(*args, stdin=stdin, env={"HF_MODULES_CACHE": str(tmp_path / "modules")})
+        code, err = result.returncode, result.stderr.decode()
+    else:
+        code, _, err = _cli_in_process(run, monkeypatch, *args, stdin=stdin)
+    assert code == 2, err
+    assert "auto_map" in err and where in err
+    assert len(err.strip().splitlines()) == 1
     assert not marker.exists()
     assert not (tmp_path / "out.npy").exists() and not (tmp_path / "out.npy.tokenpool-partial").exists()
 
@@ -149,14 +164,16 @@ def test_pickle_payload_in_pytorch_model_bin_is_refused(model_copy, tmp_path):
     assert not marker.exists()
 
 
-def test_pickle_payload_cli_exit_2(model_copy, tmp_path):
+def test_pickle_payload_cli_exit_2(model_copy, tmp_path, run, monkeypatch):
+    """(`tokenpool.cli.main` in this process: a payload that ran would write the marker here as well.)"""
     folder = model_copy()
     marker = tmp_path / "MARKER"
     _pickled_weights(folder, marker)
     (tmp_path / "in.txt").write_text("hello\n")
-    result = cli("embed", tmp_path / "in.txt", "-o", tmp_path / "out.npy", "--model", folder)
-    assert result.returncode == 2, result.stderr
-    assert b"refusing to unpickle" in result.stderr and b"Traceback" not in result.stderr
+    code, _, err = _cli_in_process(run, monkeypatch, "embed", tmp_path / "in.txt", "-o", tmp_path / "out.npy",
+                                   "--model", folder)  # fmt: skip
+    assert code == 2, err
+    assert "refusing to unpickle" in err and "Traceback" not in err
     assert not marker.exists() and not (tmp_path / "out.npy").exists()
 
 
@@ -268,16 +285,19 @@ def test_damaged_folder_is_a_clear_error(model_copy, case, damage, error, fragme
     [(c[0], c[1]) for c in FOLDER_CASES if c[0] in ("garbage-model.safetensors", "hidden_size-abc",
                                                      "modules.json-idx-string", "onnx-only-folder")],
 )
-def test_damaged_folder_cli_exit_2(model_copy, tmp_path, case, damage):
+def test_damaged_folder_cli_exit_2(model_copy, tmp_path, run, monkeypatch, case, damage):
+    """(`tokenpool.cli.main` in this process, its exit status: a real process's is
+    `test_folder_code_never_runs_from_cli`'s first case.)"""
     folder = model_copy()
     damage(folder)
     (tmp_path / "in.txt").write_text("hello\n")
-    result = cli("embed", tmp_path / "in.txt", "-o", tmp_path / "out.npy", "--model", folder)
-    assert result.returncode == 2, result.stderr
-    assert b"Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    code, _, err = _cli_in_process(run, monkeypatch, "embed", tmp_path / "in.txt", "-o", tmp_path / "out.npy",
+                                   "--model", folder)  # fmt: skip
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out.npy").exists() and not (tmp_path / "out.npy.tokenpool-partial").exists()
     if case == "onnx-only-folder":  # the advice names the flag that runs it
-        assert b"--runtime onnx" in result.stderr
+        assert "--runtime onnx" in err
 
 
 def test_folder_is_a_file(tmp_path):
