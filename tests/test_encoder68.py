@@ -1,0 +1,93 @@
+"""Stop 68, encoder helper: the folder's own pooling named explicitly, unordered texts, long device names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tokenpool.errors import OptionError
+from tokenpool.model.options import EncoderOptions
+
+
+@pytest.fixture(scope="module")
+def dense_folder(tmp_path_factory):
+    """A sentence-transformers folder: tiny BERT → Pooling(mean) → Dense(32→16, tanh) → Normalize, saved by
+    sentence-transformers itself."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+    from tinymodels import HIDDEN, bert_weights
+
+    root = tmp_path_factory.mktemp("enc68")
+    plain = bert_weights(root / "plain")
+    modules = [Transformer(str(plain), max_seq_length=32), Pooling(HIDDEN, pooling_mode="mean"),
+               Dense(HIDDEN, 16), Normalize()]  # fmt: skip
+    SentenceTransformer(modules=modules, device="cpu").save(str(root / "dense"))
+    return root / "dense"
+
+
+TEXTS = ["hello world", "the quick brown fox jumps over the lazy dog", "x"]
+
+
+@pytest.mark.parametrize("pooling", ["mean", ["mean"], "MEAN"])
+def test_the_folders_own_pooling_named_keeps_its_dense_modules(dense_folder, pooling):
+    """``Encoder(folder, pooling="mean")`` on a folder whose own pooling is mean followed by a Dense module gave
+    the bare mean (32 wide, not the Dense's 16; an EmbeddingGemma-like 768→3072→768 head keeps the width, so the
+    vectors were silently others than sentence-transformers'), where ``pooling="auto"`` ran the Dense module.
+    Naming the folder's own pooling is the folder's own vectors."""
+    from sentence_transformers import SentenceTransformer
+
+    from tokenpool import Encoder
+
+    expected = SentenceTransformer(str(dense_folder), device="cpu").encode(TEXTS)
+    encoder = Encoder(dense_folder, pooling=pooling, device="cpu")
+    assert encoder.dimension == 16
+    np.testing.assert_allclose(encoder.encode(TEXTS), expected, atol=1e-6)
+
+
+def test_another_pooling_on_a_dense_folder_says_its_modules_are_not_run(dense_folder, caplog):
+    """A pooling other than the folder's own gives raw pooled rows (the Dense module was trained on the folder's
+    own pooling): that is now said, naming the modules left out, instead of being silent."""
+    from tokenpool import Encoder
+
+    with caplog.at_level("WARNING", logger="tokenpool.model.encoder"):
+        encoder = Encoder(dense_folder, pooling="cls", device="cpu")
+    assert encoder.dimension == 32 and encoder.post_modules == ()
+    assert "Dense" in caplog.text and "['cls']" in caplog.text
+
+
+@pytest.mark.parametrize("texts", [{"hello world", "x"}, frozenset({"hello world", "x"})])
+def test_a_set_of_texts_is_refused_its_order_is_arbitrary(dense_folder, texts):
+    """``encode({"a", "b"})`` gave the vectors in the set's iteration order, which string hashing changes from
+    one process to the next: rows stored by number no longer matched their texts. It is refused, as
+    sentence-transformers refuses it and as tokenpool refuses a set of strategies; a list (``sorted``) is taken."""
+    from tokenpool import Encoder
+
+    encoder = Encoder(dense_folder, device="cpu")
+    for method in (encoder.encode, encoder.encode_queries, encoder.tokenize):
+        with pytest.raises(TypeError, match=rf"^texts must be ordered .*not a {type(texts).__name__},"):
+            method(texts)
+    assert encoder.encode(sorted(texts)).shape == (2, 16)
+
+
+@pytest.mark.parametrize("device", ["a" * 5000, "cuda" * 1000])
+def test_a_long_unknown_device_is_cut_in_its_message(device):
+    """``Encoder(device="a" * 5000)`` echoed the whole value, twice (ours and torch's words): 10,000+ characters
+    on one line. It is cut, as other long option values are."""
+    with pytest.raises((OptionError, ValueError), match=r"^unknown device '(a|cuda)+…'") as caught:
+        EncoderOptions(device=device).check()
+    assert len(str(caught.value)) < 400
+
+
+def test_a_model_left_in_training_mode_still_encodes_without_dropout(dense_folder):
+    """A training loop that evaluates between steps (``encoder.model.train()`` ... ``encoder.encode(...)``) got
+    vectors with dropout applied: other ones at every call (0.07 from the model's own on all-MiniLM-L6-v2).
+    sentence-transformers' encode puts the model in eval mode first; so does the Encoder now."""
+    from sentence_transformers import SentenceTransformer
+
+    from tokenpool import Encoder
+
+    expected = SentenceTransformer(str(dense_folder), device="cpu").encode(TEXTS)
+    encoder = Encoder(dense_folder, device="cpu")
+    encoder.model.train()
+    np.testing.assert_allclose(encoder.encode(TEXTS), expected, atol=1e-6)
+    assert not encoder.model.training
