@@ -219,6 +219,8 @@ class TorchRunner:
         import torch
 
         mask = torch.from_numpy(attention_mask).to(self.device)
+        if self.model.training:  # (a caller's training loop set it: no dropout here, as sentence-transformers' encode)
+            self.model.eval()
         with torch.inference_mode():
             if self.unpadded and unpadded.worth_it(attention_mask):  # (it moves only the real tokens' ids)
                 return unpadded.forward(self.model, input_ids, attention_mask, self._forward_options, logits=self.sparse), mask
