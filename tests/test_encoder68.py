@@ -91,3 +91,15 @@ def test_a_model_left_in_training_mode_still_encodes_without_dropout(dense_folde
     encoder.model.train()
     np.testing.assert_allclose(encoder.encode(TEXTS), expected, atol=1e-6)
     assert not encoder.model.training
+
+
+@pytest.mark.parametrize("request_", [{"batch_size": 4}, None, "vectors"])
+def test_run_names_a_request_that_is_no_encode_request(dense_folder, request_):
+    """``encoder.run({"batch_size": 4}, texts)`` (the documented way to carry out an `EncodeRequest`) failed with
+    "AttributeError: 'dict' object has no attribute 'check_encoder'"; it is a TypeError naming what run takes, as
+    `forward_ids` and `from_options` name theirs."""
+    from tokenpool import Encoder
+
+    encoder = Encoder(dense_folder, device="cpu")
+    with pytest.raises(TypeError, match=rf"^run takes an EncodeRequest, got {type(request_).__name__}$"):
+        encoder.run(request_, TEXTS)

@@ -252,6 +252,8 @@ class Encoder:
         """Carry out an `EncodeRequest` over ``texts`` (every encode method comes here): vectors or codes,
         token arrays, `SparseRows` or `ChunkEmbeddings` (``spans``, ``names``: see `encode_chunks`).
         ``should_stop`` is asked before each forward pass; True raises `tokenpool.model.windows.Cancelled`."""
+        if not isinstance(request, EncodeRequest):
+            raise TypeError(f"run takes an EncodeRequest, got {type(request).__name__}")
         _, items = as_texts(texts)
         return self._run(request.check_encoder(self), items, spans, names, show_progress_bar, should_stop)
 
