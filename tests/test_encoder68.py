@@ -103,3 +103,18 @@ def test_run_names_a_request_that_is_no_encode_request(dense_folder, request_):
     encoder = Encoder(dense_folder, device="cpu")
     with pytest.raises(TypeError, match=rf"^run takes an EncodeRequest, got {type(request_).__name__}$"):
         encoder.run(request_, TEXTS)
+
+
+@pytest.mark.parametrize("device", ["hpu", "privateuseone"])
+def test_a_device_type_whose_backend_is_not_installed_is_a_value_error(device):
+    """``Encoder(device="hpu")`` on a machine without Habana's torch plugin raised ModuleNotFoundError "No module
+    named 'torch.hpu'" (``tokenpool embed --device hpu``: "error: No module named 'torch.hpu'", naming no
+    device); it is the documented ValueError every device torch knows but cannot use here gets."""
+    import importlib.util
+
+    if importlib.util.find_spec("habana_frameworks") is not None:
+        pytest.skip("Habana's torch plugin is installed here")
+    from tokenpool.model.runners import resolve_device
+
+    with pytest.raises(ValueError, match=rf"^device '{device}' is not usable on this machine: "):
+        resolve_device(device)

@@ -373,7 +373,8 @@ def resolve_device(device: Any) -> str:
     if resolved.type != "cpu":
         try:
             torch.empty(0, device=resolved)
-        except (RuntimeError, AssertionError) as err:  # not compiled in, no such GPU index, no driver
+        except (RuntimeError, AssertionError, ImportError) as err:  # not compiled in, no such GPU index, no driver
+            # (ImportError: a backend torch loads on first use, hpu's torch.hpu, not installed)
             raise ValueError(f"device {device!r} is not usable on this machine: {one_line(err)[:200]}") from None
     return str(resolved)
 
