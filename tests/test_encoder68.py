@@ -28,31 +28,26 @@ def dense_folder(tmp_path_factory):
 TEXTS = ["hello world", "the quick brown fox jumps over the lazy dog", "x"]
 
 
-@pytest.mark.parametrize("pooling", ["mean", ["mean"], "MEAN"])
-def test_the_folders_own_pooling_named_keeps_its_dense_modules(dense_folder, pooling):
-    """``Encoder(folder, pooling="mean")`` on a folder whose own pooling is mean followed by a Dense module gave
-    the bare mean (32 wide, not the Dense's 16; an EmbeddingGemma-like 768→3072→768 head keeps the width, so the
-    vectors were silently others than sentence-transformers'), where ``pooling="auto"`` ran the Dense module.
-    Naming the folder's own pooling is the folder's own vectors."""
+@pytest.mark.parametrize("pooling", ["mean", ["mean"], "cls"])
+def test_a_named_pooling_on_a_dense_folder_says_its_modules_are_not_run(dense_folder, pooling, caplog):
+    """``Encoder(folder, pooling="mean")`` on a folder whose own pooling is mean followed by a Dense module gives the
+    bare mean (32 wide, not the Dense's 16; an EmbeddingGemma-like 768→3072→768 head keeps the width): other
+    vectors than sentence-transformers', silently. A named pooling is raw pooled rows by design (the folder's
+    modules run with "auto", as sentence-transformers runs them); that is now said, naming the modules left out."""
     from sentence_transformers import SentenceTransformer
 
     from tokenpool import Encoder
 
-    expected = SentenceTransformer(str(dense_folder), device="cpu").encode(TEXTS)
-    encoder = Encoder(dense_folder, pooling=pooling, device="cpu")
-    assert encoder.dimension == 16
-    np.testing.assert_allclose(encoder.encode(TEXTS), expected, atol=1e-6)
-
-
-def test_another_pooling_on_a_dense_folder_says_its_modules_are_not_run(dense_folder, caplog):
-    """A pooling other than the folder's own gives raw pooled rows (the Dense module was trained on the folder's
-    own pooling): that is now said, naming the modules left out, instead of being silent."""
-    from tokenpool import Encoder
-
     with caplog.at_level("WARNING", logger="tokenpool.model.encoder"):
-        encoder = Encoder(dense_folder, pooling="cls", device="cpu")
-    assert encoder.dimension == 32 and encoder.post_modules == ()
-    assert "Dense" in caplog.text and "['cls']" in caplog.text
+        named = Encoder(dense_folder, pooling=pooling, device="cpu")
+    assert named.dimension == 32 and named.post_modules == ()
+    assert f"pooling={pooling!r} gives raw pooled rows: the ['Dense'] modules" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="tokenpool.model.encoder"):
+        own = Encoder(dense_folder, device="cpu")
+    assert "raw pooled rows" not in caplog.text
+    expected = SentenceTransformer(str(dense_folder), device="cpu").encode(TEXTS)
+    np.testing.assert_allclose(own.encode(TEXTS), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("texts", [{"hello world", "x"}, frozenset({"hello world", "x"})])

@@ -151,12 +151,12 @@ class Encoder:
         self.vocab_size: int | None = _config_size(text, "vocab_size", folder) if hasattr(text, "vocab_size") else None
         hidden = _config_size(text, "hidden_size", folder)
         width = pooled_width(self._members, hidden_size=hidden, vocab_size=self.vocab_size)
-        # the modules after pooling take the folder's own pooling (named or "auto"); another gives raw pooled rows
-        own = self._members == parse_strategies(self.config.strategies)
-        post = read_post_modules(self.model_path) if own else ()
-        if not own and (skipped := [m.kind for m in read_post_modules(self.model_path) if m.kind != "Normalize"]):
-            logger.warning("pooling %s is not the folder's own (%s): its %s modules after pooling are not run (raw "
-                           "pooled rows)", list(self.strategies), list(self.config.strategies), skipped)  # fmt: skip
+        post = read_post_modules(self.model_path)
+        if not is_auto(options.pooling):  # a named pooling, the folder's own too: raw pooled rows, said
+            if skipped := [module.kind for module in post if module.kind != "Normalize"]:
+                logger.warning("%s gives raw pooled rows: the %s modules after pooling in %s are not run (pooling="
+                               "'auto' runs them)", spell("pooling", options.pooling), skipped, self.model_path)  # fmt: skip
+            post = ()
         if post and post[-1].kind == "Normalize":
             post = post[:-1]  # a trailing Normalize is the `normalize` option (config.normalize is True)
         self.post_modules: tuple[PostModule, ...] = post
