@@ -20,7 +20,7 @@ def device_parts(device: Any, option: str = "device") -> tuple[str, int | None]:
     found = re.fullmatch(r"([a-z_]+)(?::(0|[1-9][0-9]*))?", str(device)) if isinstance(device, str) or (
         type(device).__name__ == "device") else None  # fmt: skip
     if found is None:
-        raise OptionError(f"unknown device {shown_value(device)}: a device type and optional index, e.g. 'cpu' or "
+        raise OptionError(f"unknown device {shown_value(device, short=True)}: a device type and optional index, e.g. 'cpu' or "
                           f"'cuda:1'")  # fmt: skip
     index = found.group(2) or "0"
     if len(index) > 3 or int(index) > MAX_DEVICE_INDEX:  # (torch keeps 8 bits of it: "cuda:300" is its cuda:44)

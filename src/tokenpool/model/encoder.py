@@ -151,7 +151,12 @@ class Encoder:
         self.vocab_size: int | None = _config_size(text, "vocab_size", folder) if hasattr(text, "vocab_size") else None
         hidden = _config_size(text, "hidden_size", folder)
         width = pooled_width(self._members, hidden_size=hidden, vocab_size=self.vocab_size)
-        post = read_post_modules(self.model_path) if is_auto(options.pooling) else ()
+        post = read_post_modules(self.model_path)
+        if not is_auto(options.pooling):  # a named pooling, the folder's own too: raw pooled rows, said
+            if skipped := [module.kind for module in post if module.kind != "Normalize"]:
+                logger.warning("%s gives raw pooled rows: the %s modules after pooling in %s are not run (pooling="
+                               "'auto' runs them)", spell("pooling", options.pooling), skipped, self.model_path)  # fmt: skip
+            post = ()
         if post and post[-1].kind == "Normalize":
             post = post[:-1]  # a trailing Normalize is the `normalize` option (config.normalize is True)
         self.post_modules: tuple[PostModule, ...] = post
@@ -247,6 +252,8 @@ class Encoder:
         """Carry out an `EncodeRequest` over ``texts`` (every encode method comes here): vectors or codes,
         token arrays, `SparseRows` or `ChunkEmbeddings` (``spans``, ``names``: see `encode_chunks`).
         ``should_stop`` is asked before each forward pass; True raises `tokenpool.model.windows.Cancelled`."""
+        if not isinstance(request, EncodeRequest):
+            raise TypeError(f"run takes an EncodeRequest, got {type(request).__name__}")
         _, items = as_texts(texts)
         return self._run(request.check_encoder(self), items, spans, names, show_progress_bar, should_stop)
 

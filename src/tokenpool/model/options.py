@@ -96,7 +96,7 @@ def parse_device(device: Any) -> Any:
     import torch
 
     from ..devices import device_index_refusal
-    from ..errors import is_int, shown_int
+    from ..errors import cut, is_int, shown_int
 
     if is_int(device) and device > MAX_DEVICE_INDEX:  # (a bare index: 300 would be torch's 44 too)
         raise device_index_refusal(spell("device"), shown_int(int(device)))
@@ -106,8 +106,9 @@ def parse_device(device: Any) -> Any:
     parts = (device,) if is_int(device) or isinstance(device, (bytes, torch.device)) else device_parts(device)
     try:
         resolved = torch.device(*parts)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"unknown device {device!r}: {err}") from None
+    except (RuntimeError, TypeError) as err:  # (torch's words end with the device string: cut, as the value is)
+        said = str(err).replace(device, cut(device)) if isinstance(device, str) else str(err)
+        raise ValueError(f"unknown device {shown_value(device, short=True)}: {said}") from None
     if resolved.type == "meta":
         raise ValueError(f"device {device!r} holds no data, so it cannot run a model: use 'cpu' or a GPU")
     return resolved

@@ -219,6 +219,8 @@ class TorchRunner:
         import torch
 
         mask = torch.from_numpy(attention_mask).to(self.device)
+        if self.model.training:  # (a caller's training loop set it: no dropout here, as sentence-transformers' encode)
+            self.model.eval()
         with torch.inference_mode():
             if self.unpadded and unpadded.worth_it(attention_mask):  # (it moves only the real tokens' ids)
                 return unpadded.forward(self.model, input_ids, attention_mask, self._forward_options, logits=self.sparse), mask
@@ -371,7 +373,8 @@ def resolve_device(device: Any) -> str:
     if resolved.type != "cpu":
         try:
             torch.empty(0, device=resolved)
-        except (RuntimeError, AssertionError) as err:  # not compiled in, no such GPU index, no driver
+        except (RuntimeError, AssertionError, ImportError) as err:  # not compiled in, no such GPU index, no driver
+            # (ImportError: a backend torch loads on first use, hpu's torch.hpu, not installed)
             raise ValueError(f"device {device!r} is not usable on this machine: {one_line(err)[:200]}") from None
     return str(resolved)
 

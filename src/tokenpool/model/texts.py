@@ -32,6 +32,9 @@ def as_texts(texts: Any, *, name: str = "texts") -> tuple[bool, list[str]]:
         return True, [texts]
     if isinstance(texts, (bytes, bytearray, memoryview, Mapping)) or not isinstance(texts, Iterable):
         raise TypeError(f"{name} must be a str or a list of str, got {type(texts).__name__}")
+    if isinstance(texts, (set, frozenset)):  # (rows come back in input order: a set has none, its hashes decide)
+        raise TypeError(f"{name} must be ordered (rows come back in input order): give a list, e.g. sorted(...), "
+                        f"not a {type(texts).__name__}, whose order changes from one process to the next")
     if getattr(texts, "ndim", 1) != 1 and hasattr(texts, "shape"):  # (a DataFrame iterates over its column names)
         kind = "an array" if isinstance(texts, np.ndarray) else f"a {type(texts).__name__}"
         raise TypeError(f"{name} must be a str or a 1-D sequence of str, got {kind} of shape {tuple(texts.shape)}")
