@@ -124,3 +124,68 @@ def test_embed_all_beside_embed_on_one_batcher(served, encoders):
             continue
         for rows, expected in zip(response.json(), want_tokens[name], strict=True):
             np.testing.assert_allclose(rows, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_the_onnx_runtime_cuts_ids_and_gives_token_vectors(tiny, tiny_onnx):
+    """The ONNX runtime takes the same path: a text's ids cut on the left embed as the text cut on the left,
+    and /embed_all gives the token states `encode(output="tokens")` gives."""
+    from tokenpool import Encoder
+    from tokenpool.serve.runner import EncoderRunner
+    from tokenpool.serve.server import start_server
+
+    encoder = Encoder(tiny, runtime="onnx", onnx_file=tiny_onnx, device="cpu", max_length=16)
+    ids = encoder.tokenize([LONG], truncation=None).ids[0]
+    _, want = cut_as_text(encoder, [LONG], "left")
+    with start_server(EncoderRunner(encoder), ServeSettings()) as server:
+        cut = post(server, "/embed", {"inputs": [ids], "truncate": True, "truncation_direction": "Left"})
+        every = post(server, "/embed_all", {"inputs": [SHORT, ids[:5]]})
+    assert cut.status_code == 200 and every.status_code == 200, (cut.text, every.text)
+    np.testing.assert_allclose(cut.json(), want, rtol=1e-5, atol=1e-6)
+    rows = encoder.encode([SHORT], output="tokens")
+    np.testing.assert_allclose(every.json()[0], rows[0], rtol=1e-4, atol=1e-5)
+    assert np.shape(every.json()[1]) == (5, rows[0].shape[1])
+
+
+def test_splade_ids_are_cut_as_their_text(tiny_bert_folder, tmp_path):
+    """/embed_sparse with a text's ids over the window, cut on the left: the SPLADE row of the text cut so."""
+    from tinymodels import bert_weights
+
+    from tokenpool import Encoder
+    from tokenpool.serve.runner import EncoderRunner
+    from tokenpool.serve.server import start_server
+
+    splade = Encoder(bert_weights(tmp_path / "mlm", mlm=True), pooling="splade", device="cpu", max_length=16)
+    ids = splade.tokenize([LONG], truncation=None).ids[0]
+    _, want = cut_as_text(splade, [LONG], "left")
+    with start_server(EncoderRunner(splade), ServeSettings()) as server:
+        got = post(server, "/embed_sparse", {"inputs": [ids], "truncate": True, "truncation_direction": "Left"})
+    assert got.status_code == 200, got.text
+    assert got.headers["x-truncated-tokens"] == str(len(ids) - 16)
+    row = np.zeros_like(want[0])
+    row[[e["index"] for e in got.json()[0]]] = [e["value"] for e in got.json()[0]]
+    np.testing.assert_allclose(row, want[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("inputs", [[[101, 102]], ["x", [101, 102]], ["x", "y", [101, 102]]])
+def test_a_body_holding_ids_is_checked_off_the_event_loop(served, monkeypatch, inputs):
+    """Each id is checked (a body may hold millions): a TEI batch whose first input is a string and a later one
+    ids (~1.5 s of checks for 100,000 rows) was checked on the event loop, which no other request could use."""
+    import asyncio
+
+    from tokenpool.serve import service
+
+    where = []
+
+    def spy(*args, **kwargs):
+        try:
+            asyncio.get_running_loop()
+            where.append("loop")
+        except RuntimeError:
+            where.append("thread")
+        return checked(*args, **kwargs)
+
+    checked = service.parse
+    monkeypatch.setattr(service, "parse", spy)
+    for path in ("/embed", "/"):
+        assert post(served, path, {"inputs": inputs, "model": "small"}).status_code == 200
+    assert where == ["thread", "thread"]
