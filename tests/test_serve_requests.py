@@ -195,14 +195,23 @@ def test_an_input_sent_as_one_string_is_named_by_its_field(fake, path, body, nam
 @pytest.mark.parametrize(("path", "field", "status"), [("/v1/embeddings", "input", 400), ("/embed", "inputs", 422)])
 def test_a_nested_list_of_strings_is_not_called_token_ids(path, field, status):
     """`"input": [["a", "b"]]` was answered "'input' holds token ids (input[0] is an array) ... send strings":
-    it holds strings, one level too deep. Token ids (integers, or lists of them) keep their own message."""
+    it holds strings, one level too deep. Token ids (integers, or lists of them) keep their own message. OpenAI's
+    inputs are not mixed (a list after a string is a bad string); TEI's mix strings and lists of ids, so there the
+    bad entry is the string inside the list (as TEI names it); an empty list of ids is 400 Empty, as TEI's."""
     with start_server(FakeRunner()) as server:
         nested = httpx.post(server.url + path, json={field: ["ok", ["a", "b"]]})
         assert nested.status_code == status
-        assert "token ids" not in nested.text and f"'{field}[1]' must be a string, got array" in nested.text
-        for ids in ([[1, 2], [3]], [1, 2], [[]]):
+        named = (f"'{field}[1][0]' must be a token id (an integer from 0 to 4294967295), got string \"a\""
+                 if field == "inputs" else f"'{field}[1]' must be a string, got array")  # fmt: skip
+        text = nested.json()["error"] if field == "inputs" else nested.json()["error"]["message"]
+        assert "holds token ids" not in text and text.startswith(named), text
+        for ids, shown in (([[1, 2], [3]], f"{field}[0]"), ([1, 2], field)):  # (the fake runner reads no ids)
             refused = httpx.post(server.url + path, json={field: ids})
-            assert refused.status_code == status and "token ids" in refused.text, refused.text
+            assert refused.status_code == status and f"'{shown}' holds token ids" in refused.text, refused.text
+        empty = httpx.post(server.url + path, json={field: [[]]})
+        assert empty.status_code == 400 and f"'{field}[0]' is an empty list of token ids" in empty.text, empty.text
+        if field == "inputs":
+            assert empty.json()["error_type"] == "Empty", empty.text
 
 
 # ------------------------------------------------------------------------------- a prompt that leaves no room

@@ -138,7 +138,7 @@ def test_a_bad_value_is_shown_as_the_json_the_client_sent(fake, field, body, nam
     error = response.json()["error"]
     message = error["message"] if field == "input" else error
     assert response.status_code == (400 if field == "input" else 422), message
-    assert message.startswith(f"'{named}' must be ") and "token ids" not in message, message
+    assert message.startswith(f"'{named}' must be ") and "holds token ids" not in message, message
     assert message.endswith(" " + json.dumps(value, separators=(",", ":"))), message
 
 

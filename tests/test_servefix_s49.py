@@ -80,11 +80,12 @@ def test_a_long_integer_is_never_cut_into_another(fake):
 
 def test_token_ids_past_64_bits_are_named_token_ids(fake):
     """``{"input": [100000000000000000000]}`` was "'input[0]' must be a string, got number 1e+20"; they are the
-    token ids they are, as a list of small ones is."""
-    for body in (f'{{"input": [{BIG}]}}', f'{{"input": [[1, {BIG}]]}}'):
+    token ids they are, as a list of small ones is, refused as ids past the largest one, named as sent."""
+    for body, named in ((f'{{"input": [{BIG}]}}', "input[0]"), (f'{{"input": [[1, {BIG}]]}}', "input[0][1]")):
         response = post(fake, "/v1/embeddings", body)
         assert response.status_code == 400
-        assert "holds token ids" in message(response), message(response)
+        assert f"'{named}' must be a token id (an integer from 0 to" in message(response), message(response)
+        assert message(response).endswith(str(BIG)), message(response)
 
 
 def test_a_span_past_64_bits_is_named_as_sent(tiny):

@@ -17,7 +17,7 @@ from .batching import longest_first_batches
 
 __all__ = [
     "Tokenization", "Tokenized", "IdBatch", "SORT_CHUNK", "CHARS_PER_TOKEN", "ONE_BY_ONE", "TRUNCATIONS",
-    "silence_length_warning", "direct_backend", "prepends_to_every_text", "prompt_tokens", "check_ids",
+    "silence_length_warning", "direct_backend", "prepends_to_every_text", "prompt_tokens", "check_ids", "cut_row",
 ]
 
 # Texts tokenised (and length-sorted) together: large enough to sort well, small enough to bound memory.
@@ -253,15 +253,31 @@ class Tokenization:
         prefix, suffix = len(specials[0]), len(specials[1])
         width = len(prompt.lower() if self.lowercase else prompt) if prompt else 0
         for i in long:
-            row = rows[i]
-            if side == "right":
-                rows[i] = row[: limit - suffix] + row[len(row) - suffix :]
-                continue
-            spans = None if offsets is None else np.asarray(offsets[i], dtype=np.int64).reshape(-1, 2)[prefix:]
-            count = len(self.prompt_ids(prompt)) if spans is None else prompt_tokens(spans, width)
-            head = min(prefix + count, limit - suffix)  # (the prompt never pushes out the suffix)
-            rows[i] = row[:head] + row[len(row) - (limit - head) :]
+            head = prefix
+            if side == "left":  # (a left cut keeps the prompt's tokens too)
+                spans = None if offsets is None else np.asarray(offsets[i], dtype=np.int64).reshape(-1, 2)[prefix:]
+                count = len(self.prompt_ids(prompt)) if spans is None else prompt_tokens(spans, width)
+                head = min(prefix + count, limit - suffix)  # (the prompt never pushes out the suffix)
+            rows[i] = cut_row(rows[i], limit, side, head, suffix)
         return rows
+
+    def cut_ids(self, rows: Sequence[Sequence[int]], side: str | None) -> Tokenized:
+        """Token ids a caller sent as the rows the model runs (a server's token-id inputs): each as given (no
+        special token, prompt or EOS added), one over ``max_length`` cut on ``side`` ("right" or "left"; None:
+        kept whole); counts: each row's length as sent. A row framed by `frame` (the tokenizer's special tokens,
+        with the EOS this encoder appends) keeps its frame, as a text's row does (`cut_row`), so that a text's ids
+        run as the text would; any other row is cut as it is."""
+        if side not in ("right", "left", None):
+            raise OptionError(f"side must be 'right', 'left' or None, got {shown_value(side, short=True)}")
+        limit, frame = self.max_length, self.frame() if side is not None else None
+        out = [list(row) for row in rows]
+        for i, row in enumerate(out):
+            if side is not None and len(row) > limit:
+                head, tail = _frame_sizes(row, frame)
+                if head + tail >= limit:  # (a frame as long as the window: nothing to keep inside it)
+                    head = tail = 0
+                out[i] = cut_row(row, limit, side, head, tail)
+        return Tokenized(out, np.fromiter(map(len, rows), dtype=np.int64, count=len(rows)))
 
     def prompt_ids(self, prompt: str | None) -> tuple[int, ...]:
         """The ids of ``prompt`` tokenised alone, without special tokens (lower-cased like the texts)."""
@@ -332,6 +348,24 @@ class Tokenization:
         for picked in longest_first_batches(lengths, batch_size, max_batch_tokens):
             input_ids, mask = self.collate([rows[i] for i in picked], lengths[picked])
             yield IdBatch(indices=picked, input_ids=input_ids, attention_mask=mask)
+
+
+def cut_row(row: list[int], limit: int, side: str, head: int, tail: int) -> list[int]:
+    """``row`` cut to ``limit`` tokens on ``side``, keeping its first ``head`` and last ``tail`` tokens (special
+    tokens, a prompt's): the one cut of text rows (`Tokenization.encode`) and token-id rows (`cut_ids`)."""
+    room = limit - head - tail
+    kept = row[head : head + room] if side == "right" else row[len(row) - tail - room : len(row) - tail]
+    return row[:head] + kept + row[len(row) - tail :]
+
+
+def _frame_sizes(row: list[int], frame: tuple[list[int], list[int]] | None) -> tuple[int, int]:
+    """``(len(prefix), len(suffix))`` of ``frame`` (`Tokenization.frame`) when ``row`` begins with its prefix
+    and ends with its suffix, with tokens between; else ``(0, 0)``: a row of other ids has no frame to keep."""
+    if frame is None:
+        return 0, 0
+    prefix, suffix = frame
+    framed = len(row) > len(prefix) + len(suffix) and row[: len(prefix)] == prefix
+    return (len(prefix), len(suffix)) if framed and row[len(row) - len(suffix) :] == suffix else (0, 0)
 
 
 def check_ids(rows: list[Any]) -> None:

@@ -138,24 +138,10 @@ class EncoderRunner:
             lock.release()
 
     def tokenize_ids(self, rows: Sequence[Sequence[int]], truncation: str | None) -> Tokenized:
-        """Token ids a client sent as the rows the model runs: each as given (no special token, prompt or EOS
-        added: it is the model's whole input, as /tokenize shows it), one over ``max_length`` cut on the
-        ``truncation`` side (None: kept whole, and refused by the caller). A row framed by the model's own special
-        tokens (its tokenizer's, with the EOS the encoder appends) keeps them, as a text's row does, so that ids
-        from the model's tokenizer run as their text would; any other row is cut as it is."""
-        limit, frame = self.max_length, self.encoder.tokenization.frame()
-        out = []
-        for row in map(list, rows):
-            if truncation is None or len(row) <= limit:
-                out.append(row)
-                continue
-            head, tail = _frame_sizes(row, frame)
-            room = limit - head - tail
-            if room < 1:  # (a frame as long as the window: nothing to keep inside it)
-                head, tail, room = 0, 0, limit
-            kept = row[head : head + room] if truncation == "right" else row[len(row) - tail - room : len(row) - tail]
-            out.append(row[:head] + kept + row[len(row) - tail :])
-        return Tokenized(out, np.fromiter(map(len, rows), dtype=np.int64, count=len(rows)))
+        """Token ids a client sent as the rows the model runs, each as given (it is the model's whole input, as
+        /tokenize shows it), one over ``max_length`` cut on the ``truncation`` side (None: kept whole, and refused
+        by the caller) keeping the model's special-token frame: `Tokenization.cut_ids`."""
+        return self.encoder.tokenization.cut_ids(rows, truncation)
 
     def token_vectors(self, tokens: Tokenized) -> list[np.ndarray]:
         """Each row's every token's vector (TEI's /embed_all): the model's last hidden states, float32
@@ -273,16 +259,6 @@ def _vocabulary_size(encoder: Any) -> int | None:
              else len(tokenizer) if hasattr(tokenizer, "__len__") else None)  # fmt: skip
     sizes = [int(n) for n in (known, getattr(encoder.tokenization, "vocab_size", None)) if n is not None]
     return min(sizes) if sizes else None
-
-
-def _frame_sizes(row: list[int], frame: tuple[list[int], list[int]] | None) -> tuple[int, int]:
-    """``(len(prefix), len(suffix))`` of ``frame`` (`Tokenization.frame`) when ``row`` begins with its prefix
-    and ends with its suffix, with tokens between; else ``(0, 0)``: a row of other ids has no frame to keep."""
-    if frame is None:
-        return 0, 0
-    prefix, suffix = frame
-    framed = len(row) > len(prefix) + len(suffix) and row[: len(prefix)] == prefix
-    return (len(prefix), len(suffix)) if framed and row[len(row) - len(suffix) :] == suffix else (0, 0)
 
 
 def _check_servable(encoder: Any, calibration: Calibration | None) -> None:

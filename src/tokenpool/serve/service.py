@@ -534,10 +534,10 @@ class Service:
         return await self.parse(await self.body(request), protocol, fields)
 
     async def parse(self, data: dict[str, Any], protocol: Protocol, fields: Sequence[str]) -> EmbedRequest:
-        """`fields.parse`, off the event loop when the inputs are token ids (each id is checked, and a body may
-        hold millions)."""
+        """`fields.parse`, off the event loop when the inputs hold token ids, first or after texts (each id is
+        checked, and a body may hold millions)."""
         inputs = data.get(protocol.texts)
-        if isinstance(inputs, list) and inputs and isinstance(inputs[0], (int, list)):
+        if isinstance(inputs, list) and not all(isinstance(item, str) for item in inputs):
             return await asyncio.to_thread(parse, data, protocol, fields)
         return parse(data, protocol, fields)
 
