@@ -1,0 +1,48 @@
+"""Stop 68, corpus jobs and io: each test failed on the code before its fix (references: the documented
+behaviour in docs/cli.md, an uninterrupted run's output)."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from tokenpool.errors import CorpusError
+from tokenpool.io import readers
+
+
+class _FailingDisk:
+    """A file whose first line reads, then every read fails with EIO (a disk or network file system error)."""
+
+    def __init__(self, fh):
+        self.fh = fh
+
+    def __iter__(self):
+        yield self.fh.readline()
+        raise OSError(errno.EIO, "Input/output error")
+
+    def read(self, *args):
+        raise OSError(errno.EIO, "Input/output error")
+
+    def close(self):
+        self.fh.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@pytest.mark.parametrize(("fmt", "data"), [("txt", "a\nb\n"), ("jsonl", '{"text": "a"}\n{"text": "b"}\n'),
+                                           ("csv", "text\na\nb\n"), ("tsv", "text\na\nb\n")])  # fmt: skip
+def test_a_read_error_names_the_file_and_the_line(tmp_path, monkeypatch, fmt, data):
+    """An I/O error while reading the input (EIO from a failing disk or a network mount) ended the job with
+    Python's bare "[Errno 5] Input/output error", naming no file: it names the input and where it was read."""
+    src = tmp_path / f"corpus.{fmt}"
+    src.write_text(data)
+    opened = readers.open_readable
+    monkeypatch.setattr(readers, "open_readable", lambda path: _FailingDisk(opened(path)))
+    with pytest.raises(CorpusError) as info:
+        list(readers.iter_records(str(src), fmt))
+    assert str(info.value) == f"{src}, line 2 or after: cannot read it (Input/output error)"
