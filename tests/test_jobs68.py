@@ -9,6 +9,7 @@ import pytest
 
 from tokenpool.errors import CorpusError
 from tokenpool.io import readers
+from tokenpool.io.workdir import WorkDir, work_dir_for
 
 
 class _FailingDisk:
@@ -46,3 +47,25 @@ def test_a_read_error_names_the_file_and_the_line(tmp_path, monkeypatch, fmt, da
     with pytest.raises(CorpusError) as info:
         list(readers.iter_records(str(src), fmt))
     assert str(info.value) == f"{src}, line 2 or after: cannot read it (Input/output error)"
+
+
+@pytest.mark.parametrize("exclusive", [True, False])
+def test_a_file_system_without_locks_is_named_not_taken_for_another_job(tmp_path, monkeypatch, exclusive):
+    """Where flock fails for want of locks (ENOLCK: NFS without its lock service), the job said "another
+    tokenpool process is writing OUT", which no process was: it names the lock file and the system's reason."""
+    fcntl = pytest.importorskip("fcntl")
+    out = tmp_path / "out.npy"
+    with WorkDir(out):  # a work folder with its lock file, as a killed run leaves it
+        pass
+
+    def no_locks(fd, flags):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(CorpusError) as info:
+        if exclusive:
+            WorkDir(out).__enter__()
+        else:
+            WorkDir(out).check_unlocked()
+    assert f"cannot lock {work_dir_for(out) / 'lock'} (No locks available)" in str(info.value)
+    assert "another tokenpool process" not in str(info.value)

@@ -156,9 +156,16 @@ class WorkDir:
         for attempt in range(_LOCK_TRIES if exclusive else 1):  # (a job waits out another run's probe)
             if attempt:
                 time.sleep(_LOCK_WAIT)
-            with contextlib.suppress(OSError):
+            try:
                 fcntl.flock(fh.fileno(), flags)
                 return
+            except (BlockingIOError, PermissionError):  # held (NFS's emulated flock may say EACCES)
+                continue
+            except OSError as exc:  # no lock at all there (NFS without its lock service: ENOLCK)
+                raise CorpusError(
+                    f"cannot lock {where(self.path / 'lock')} ({exc.strerror or exc}), the lock that keeps two "
+                    f"tokenpool processes off one output; write {where(self.output)} on a file system with locks"
+                ) from None
         raise CorpusError(
             f"another tokenpool process is writing {where(self.output)} (lock held on {where(self.path)})"
         )
