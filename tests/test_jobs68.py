@@ -9,6 +9,7 @@ import pytest
 
 from tokenpool.errors import CorpusError
 from tokenpool.io import readers
+from tokenpool.jobs import EmbedJob, check_job
 from tokenpool.io.workdir import WorkDir, work_dir_for
 
 
@@ -69,3 +70,14 @@ def test_a_file_system_without_locks_is_named_not_taken_for_another_job(tmp_path
             WorkDir(out).check_unlocked()
     assert f"cannot lock {work_dir_for(out) / 'lock'} (No locks available)" in str(info.value)
     assert "another tokenpool process" not in str(info.value)
+
+
+def test_an_unsupported_output_given_as_a_path_is_a_corpus_error(tmp_path):
+    """`EmbedJob` takes `pathlib.Path`s (every check and the run read them), but an output of an unknown
+    suffix given as one raised AttributeError ('PosixPath' object has no attribute 'isprintable') instead of
+    the CorpusError a str gets."""
+    src = tmp_path / "in.txt"
+    src.write_text("a\n")
+    with pytest.raises(CorpusError) as info:
+        check_job(EmbedJob(src, tmp_path / "out.xyz"))
+    assert str(info.value).startswith(f"{tmp_path / 'out.xyz'}: unsupported output type")
