@@ -9,8 +9,8 @@ import pytest
 
 from tokenpool.errors import CorpusError
 from tokenpool.io import readers
-from tokenpool.jobs import EmbedJob, check_job
 from tokenpool.io.workdir import WorkDir, work_dir_for
+from tokenpool.jobs import EmbedJob, check_job
 
 
 class _FailingDisk:
@@ -81,3 +81,38 @@ def test_an_unsupported_output_given_as_a_path_is_a_corpus_error(tmp_path):
     with pytest.raises(CorpusError) as info:
         check_job(EmbedJob(src, tmp_path / "out.xyz"))
     assert str(info.value).startswith(f"{tmp_path / 'out.xyz'}: unsupported output type")
+
+
+def test_a_sparse_npz_is_checked_without_loading_its_arrays(tmp_path):
+    """The .npz writer streams its chunks (memory does not grow with the corpus), but its read-back check
+    loaded the whole ``indices`` and ``indptr`` arrays: 4 bytes per non-zero at once (4 GiB for a billion of a
+    SPLADE corpus). It reads their headers and the last ``indptr`` value now; scipy reads the file as written."""
+    import tracemalloc
+
+    import numpy as np
+    import scipy.sparse
+
+    from tokenpool.io.writers import WRITERS, RowStream
+    from tokenpool.jobs.rows import sparse_rows
+
+    rows, nnz, vocabulary = 64, 16384, 30522  # 1M non-zeros (4 MiB of indices), one row per chunk
+    indices = np.tile(np.arange(nnz, dtype=np.int32), rows)
+    values = np.random.default_rng(0).random(rows * nnz, dtype=np.float32)
+
+    def chunks():  # one chunk in memory at a time, as the work folder's chunks are read
+        for k in range(rows):
+            part = slice(k * nnz, (k + 1) * nnz)
+            yield {"doc": np.array([k]), "nnz": np.array([nnz]), "line": np.array([k + 1]),
+                   "indices": indices[part].copy(), "values": values[part].copy()}  # fmt: skip
+
+    stream = RowStream(sparse_rows(vocabulary), chunks, rows, rows * nnz)
+    tracemalloc.start()  # (the arrays above are made before: not counted)
+    try:
+        WRITERS["npz"].write(tmp_path / "out.npz", stream, None)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < indices.nbytes / 4  # a few chunks' worth, not the whole file's indices read back
+    got = scipy.sparse.load_npz(tmp_path / "out.npz")
+    want = scipy.sparse.csr_matrix((values, indices, np.arange(rows + 1) * nnz), (rows, vocabulary))
+    assert (got != want).nnz == 0 and got.shape == want.shape

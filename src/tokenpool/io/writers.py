@@ -6,6 +6,7 @@ what the chunks held). A new output format is one `Writer` row below.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -122,14 +123,21 @@ def _check_npy(path: Path, rows: int, width: int, dtype: str, sha256: str) -> No
     import numpy as np
 
     with open(path, "rb") as fh:
-        major, _ = np.lib.format.read_magic(fh)
-        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-        shape, fortran, found = read_header(fh)
+        shape, fortran, found = _npy_header(fh)
         digest = hashlib.sha256()
         while block := fh.read(1 << 20):
             digest.update(block)
     if fortran or found != np.dtype(dtype) or tuple(shape) != (rows, width) or digest.hexdigest() != sha256:
         raise RuntimeError(f"the assembled {path.name} does not hold the {rows} x {width} rows of the chunks")
+
+
+def _npy_header(fh: IO[bytes]) -> tuple[tuple[int, ...], bool, Any]:
+    """The shape, Fortran order and dtype of the .npy stream ``fh`` (left at its data)."""
+    import numpy as np
+
+    major, _ = np.lib.format.read_magic(fh)
+    read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    return read_header(fh)
 
 
 def _check_lines(path: Path, rows: int) -> None:
@@ -194,8 +202,14 @@ def _npz(path: Path, stream: RowStream, sidecar: Path | None) -> None:
             with zf.open(name + ".npy", "w") as fh:
                 np.lib.format.write_array(fh, value, allow_pickle=False)
     sync_path(path)
-    with np.load(path, allow_pickle=False) as data:
-        found = (tuple(int(v) for v in data["shape"]), int(data["indices"].size), int(data["indptr"][-1]))
+    with zipfile.ZipFile(path) as zf:  # the headers and indptr's last value: no array is read whole
+        with zf.open("indices.npy") as fh:
+            items = math.prod(_npy_header(fh)[0])
+        with zf.open("indptr.npy") as fh:
+            fh.seek(-8, os.SEEK_END)
+            last = int(np.frombuffer(fh.read(8), "<i8")[0])
+        with zf.open("shape.npy") as fh:
+            found = (tuple(int(v) for v in np.lib.format.read_array(fh, allow_pickle=False)), items, last)
     if found != ((stream.rows, vocabulary), stream.items, stream.items):
         raise RuntimeError(f"the assembled {path.name} holds {found}, expected {stream.rows} rows ({stream.items} non-zeros)")
 
