@@ -116,3 +116,37 @@ def test_a_sparse_npz_is_checked_without_loading_its_arrays(tmp_path):
     got = scipy.sparse.load_npz(tmp_path / "out.npz")
     want = scipy.sparse.csr_matrix((values, indices, np.arange(rows + 1) * nnz), (rows, vocabulary))
     assert (got != want).nnz == 0 and got.shape == want.shape
+
+
+@pytest.mark.parametrize(("code", "strerror"), [(errno.EIO, "Input/output error"),
+                                                (errno.EROFS, "Read-only file system")])  # fmt: skip
+def test_a_disk_failing_under_the_work_folder_names_it_and_resumes(run, tmp_path, monkeypatch, code, strerror):
+    """A disk that failed (EIO) or went read-only (EROFS) while a chunk was written ended an hours-long job with
+    the bare "[Errno 5] Input/output error", naming no file and not saying that the finished chunks stay: the
+    line names the work folder and its chunks as a full disk's does, and --resume writes an uninterrupted run's
+    bytes."""
+    import json
+    from pathlib import Path
+
+    from clitools import assert_one_error_line
+
+    import tokenpool.io.workdir as workdir
+
+    src, out = tmp_path / "in.txt", tmp_path / "out.npy"
+    src.write_text("".join(f"line {i} of the corpus\n" for i in range(6)))
+    write = workdir.write_atomic
+
+    def failing(path: Path, data: bytes) -> None:
+        if path.name.startswith("chunk-000001."):
+            raise OSError(code, strerror)
+        write(path, data)
+
+    monkeypatch.setattr(workdir, "write_atomic", failing)
+    status, _, err = run("embed", src, "-o", out, "--chunk-size", 2, "-q")
+    work = Path(f"{out}.tokenpool-partial")
+    assert_one_error_line(status, err, strerror, str(work), "its 1 finished chunk(s) stay there", "--resume")
+    assert json.loads((work / "manifest.json").read_text())["chunks_done"] == 1 and not out.exists()
+    monkeypatch.setattr(workdir, "write_atomic", write)
+    assert run("embed", src, "-o", out, "--chunk-size", 2, "--resume", "-q")[0] == 0
+    assert run("embed", src, "-o", tmp_path / "whole.npy", "--chunk-size", 2, "-q")[0] == 0
+    assert out.read_bytes() == (tmp_path / "whole.npy").read_bytes() and not work.exists()
