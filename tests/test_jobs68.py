@@ -150,3 +150,27 @@ def test_a_disk_failing_under_the_work_folder_names_it_and_resumes(run, tmp_path
     assert run("embed", src, "-o", out, "--chunk-size", 2, "--resume", "-q")[0] == 0
     assert run("embed", src, "-o", tmp_path / "whole.npy", "--chunk-size", 2, "-q")[0] == 0
     assert out.read_bytes() == (tmp_path / "whole.npy").read_bytes() and not work.exists()
+
+
+def test_a_sparse_npz_of_over_2_31_non_zeros_is_written_as_scipy_saves_one(tmp_path, monkeypatch):
+    """A SPLADE job of 2**31 non-zeros or more (15M passages of ~150) was refused at the very end, after every
+    chunk was computed ("exceed the int32 indices a scipy .npz holds; use .parquet": a rerun to another OUT
+    starts over): it writes int64 column indices, the layout scipy's own save_npz gives such a matrix, and
+    scipy loads it. (The bound is lowered here; the rule is the same.)"""
+    import numpy as np
+    import scipy.sparse
+
+    from tokenpool.io import writers
+    from tokenpool.io.writers import WRITERS, RowStream
+    from tokenpool.jobs.rows import sparse_rows
+
+    monkeypatch.setattr(writers, "NPZ_INT32_ITEMS", 6)
+    parts = {"doc": np.arange(3), "nnz": np.array([2, 0, 5]), "line": np.arange(1, 4),
+             "indices": np.array([3, 9, 0, 1, 2, 5, 9], dtype=np.int32),
+             "values": np.linspace(0.5, 3.5, 7, dtype=np.float32)}  # fmt: skip
+    WRITERS["npz"].write(tmp_path / "out.npz", RowStream(sparse_rows(10), lambda: [parts], 3, 7), None)
+    want = scipy.sparse.csr_matrix((parts["values"], parts["indices"], [0, 2, 2, 7]), shape=(3, 10))
+    got = scipy.sparse.load_npz(tmp_path / "out.npz")
+    assert (got != want).nnz == 0 and got.shape == (3, 10) and got.dtype == np.float32
+    with np.load(tmp_path / "out.npz") as data:
+        assert data["indices"].dtype == np.int64 and data["indptr"].dtype == np.int64

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ..core.durable import sync_dir
-from ..errors import CorpusError
-from .readers import parquet_file, pyarrow_parquet, where
+from .readers import parquet_file, pyarrow_parquet
 
 if TYPE_CHECKING:
     import numpy as np
@@ -174,15 +173,17 @@ def _parquet(path: Path, stream: RowStream, sidecar: Path | None) -> None:
         raise RuntimeError(f"the assembled {path.name} has {found} rows, expected {stream.rows}; nothing renamed")
 
 
+NPZ_INT32_ITEMS = 2**31  # the non-zeros from which a .npz's column indices are int64 (scipy's index dtype rule)
+
+
 def _npz(path: Path, stream: RowStream, sidecar: Path | None) -> None:
-    """A ``scipy.sparse.save_npz``-compatible CSR file (float32 data, int32 indices, int64 indptr) of sparse
-    rows (``indices``/``values`` counted by ``nnz``), streamed: the chunks are read once per array."""
+    """A ``scipy.sparse.save_npz``-compatible CSR file (float32 data, int32 indices — int64 from `NPZ_INT32_ITEMS`
+    non-zeros on, as scipy saves such a matrix —, int64 indptr) of sparse rows (``indices``/``values`` counted by
+    ``nnz``), streamed: the chunks are read once per array."""
     import numpy as np
 
-    if stream.items >= 2**31:
-        raise CorpusError(f"{where(path)}: {stream.items} non-zeros exceed the int32 indices a scipy .npz holds; "
-                          f"use .parquet")  # fmt: skip
     vocabulary = stream.schema.vocabulary
+    index = "<i4" if stream.items < NPZ_INT32_ITEMS else "<i8"
 
     def indptr() -> Iterator[np.ndarray]:
         yield np.zeros(1, dtype=np.int64)
@@ -191,7 +192,7 @@ def _npz(path: Path, stream: RowStream, sidecar: Path | None) -> None:
             yield np.cumsum(parts["nnz"]) + offset
             offset += int(np.sum(parts["nnz"]))
 
-    members = (("indices", "<i4", stream.items, (parts["indices"] for parts in stream.chunks())),
+    members = (("indices", index, stream.items, (parts["indices"] for parts in stream.chunks())),
                ("indptr", "<i8", stream.rows + 1, indptr()),
                ("data", "<f4", stream.items, (parts["values"] for parts in stream.chunks())))  # fmt: skip
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
