@@ -4,6 +4,7 @@ behaviour in docs/cli.md, an uninterrupted run's output)."""
 from __future__ import annotations
 
 import errno
+import os
 
 import pytest
 
@@ -174,3 +175,25 @@ def test_a_sparse_npz_of_over_2_31_non_zeros_is_written_as_scipy_saves_one(tmp_p
     assert (got != want).nnz == 0 and got.shape == (3, 10) and got.dtype == np.float32
     with np.load(tmp_path / "out.npz") as data:
         assert data["indices"].dtype == np.int64 and data["indptr"].dtype == np.int64
+
+
+def test_a_work_folder_made_by_another_job_in_the_last_instant_is_named_so(tmp_path, monkeypatch):
+    """Two jobs starting on one OUT at once: the second's staging folder was renamed onto the folder the first
+    had just made, which fails with ENOTEMPTY; the job said "cannot create the work folder (Directory not
+    empty)". It says what happened, as when it sees the folder before its rename, and leaves both alone."""
+    import tokenpool.io.workdir as workdir
+
+    out = tmp_path / "out.npy"
+    rename = os.rename
+
+    def first_job_wins(src, dst):
+        if str(dst) == str(work_dir_for(out)):  # the other job's folder, with its owner marker, appears
+            os.mkdir(dst)
+            (work_dir_for(out) / workdir.OWNER_FILE).write_text(f'{{"kind": "{workdir.OWNER_KIND}"}}')
+        rename(src, dst)
+
+    monkeypatch.setattr(workdir.os, "rename", first_job_wins)
+    with pytest.raises(CorpusError) as info:
+        WorkDir(out).__enter__()
+    assert str(info.value) == f"{work_dir_for(out)} appeared while this job was creating it; rerun"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npy.tokenpool-partial"]

@@ -12,6 +12,7 @@ created the folder is removed by the next run when provably that process's only 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -188,12 +189,11 @@ class WorkDir:
             write_atomic(staging / OWNER_FILE, _owner_marker(self.output, pid))
             if os.path.lexists(self.path):  # created meanwhile by someone else: theirs, not ours
                 raise FileExistsError(self.path)
-            os.rename(staging, self.path)
-        except FileExistsError:
-            _discard(staging)
-            raise CorpusError(f"{shown} appeared while this job was creating it; rerun") from None
+            os.rename(staging, self.path)  # (onto a folder made since: ENOTEMPTY, or EEXIST)
         except OSError as exc:
             _discard(staging)
+            if isinstance(exc, FileExistsError) or exc.errno == errno.ENOTEMPTY:
+                raise CorpusError(f"{shown} appeared while this job was creating it; rerun") from None
             raise CorpusError(f"cannot create the work folder {shown} ({exc.strerror or exc})") from None
         sync_dir(self.path.parent)
 
