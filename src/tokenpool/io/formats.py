@@ -50,7 +50,7 @@ def output_format(path: str) -> str:
     """The writer for ``path``, from its suffix."""
     fmt = format_for_suffix(path, WRITERS)
     if fmt is None:
-        raise CorpusError(f"{shown_name(path)}: unsupported output type; name the output {_or(_main_suffixes(WRITERS))}")
+        raise CorpusError(f"{shown_name(str(path))}: unsupported output type; name the output {_or(_main_suffixes(WRITERS))}")
     return fmt
 
 

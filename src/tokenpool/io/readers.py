@@ -119,28 +119,31 @@ def decoded_lines(fh: IO[bytes], path: str, *, lone_cr: bool = False) -> Iterato
     UTF-16 and UTF-32 without a byte-order mark do) raises `CorpusError` naming the line, byte and column (and
     what the file looks like instead: `_foreign_hint`)."""
     number, start = 0, b""
-    for first, raw in enumerate(fh):
-        if first == 0:
-            start = raw[:10]  # (a compressed file's first bytes: its error may come on a later "line")
-            if raw.startswith(BOM):
-                raw = raw[3:]
-                if not raw:
-                    return  # the file is a byte-order mark only: no line, as an empty file
-        pieces = list(filter(None, _AFTER_LONE_CR.split(raw))) if lone_cr and b"\r" in raw else [raw]
-        for k, piece in enumerate(pieces):
-            number += 1
-            try:
-                text = piece.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                after = partial(_byte_after, fh, pieces, k)
-                raise CorpusError(
-                    f"{where(path)}, line {number}: invalid UTF-8 (byte 0x{piece[exc.start]:02x} at column "
-                    f"{exc.start + 1}){_foreign_hint(start, piece if number == 1 else b'', invalid=(piece, after))}"
-                ) from None
-            if "\0" in text:  # (a JSON "\\u0000" escape is text; a raw NUL is not)
-                raise CorpusError(f"{where(path)}, line {number}: a NUL byte (column {piece.index(0) + 1}), which "
-                                  f"is not text{_foreign_hint(start, b'', piece)}")  # fmt: skip
-            yield number, text
+    try:
+        for first, raw in enumerate(fh):
+            if first == 0:
+                start = raw[:10]  # (a compressed file's first bytes: its error may come on a later "line")
+                if raw.startswith(BOM):
+                    raw = raw[3:]
+                    if not raw:
+                        return  # the file is a byte-order mark only: no line, as an empty file
+            pieces = list(filter(None, _AFTER_LONE_CR.split(raw))) if lone_cr and b"\r" in raw else [raw]
+            for k, piece in enumerate(pieces):
+                number += 1
+                try:
+                    text = piece.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    after = partial(_byte_after, fh, pieces, k)
+                    raise CorpusError(
+                        f"{where(path)}, line {number}: invalid UTF-8 (byte 0x{piece[exc.start]:02x} at column "
+                        f"{exc.start + 1}){_foreign_hint(start, piece if number == 1 else b'', invalid=(piece, after))}"
+                    ) from None
+                if "\0" in text:  # (a JSON "\\u0000" escape is text; a raw NUL is not)
+                    raise CorpusError(f"{where(path)}, line {number}: a NUL byte (column {piece.index(0) + 1}), which "
+                                      f"is not text{_foreign_hint(start, b'', piece)}")  # fmt: skip
+                yield number, text
+    except OSError as exc:  # (a failing disk or mount: Python's own error names no file)
+        raise CorpusError(f"{where(path)}, line {number + 1} or after: cannot read it ({exc.strerror or exc})") from None
 
 
 def _foreign_hint(

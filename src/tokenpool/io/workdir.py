@@ -12,6 +12,7 @@ created the folder is removed by the next run when provably that process's only 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -156,9 +157,16 @@ class WorkDir:
         for attempt in range(_LOCK_TRIES if exclusive else 1):  # (a job waits out another run's probe)
             if attempt:
                 time.sleep(_LOCK_WAIT)
-            with contextlib.suppress(OSError):
+            try:
                 fcntl.flock(fh.fileno(), flags)
                 return
+            except (BlockingIOError, PermissionError):  # held (NFS's emulated flock may say EACCES)
+                continue
+            except OSError as exc:  # no lock at all there (NFS without its lock service: ENOLCK)
+                raise CorpusError(
+                    f"cannot lock {where(self.path / 'lock')} ({exc.strerror or exc}), the lock that keeps two "
+                    f"tokenpool processes off one output; write {where(self.output)} on a file system with locks"
+                ) from None
         raise CorpusError(
             f"another tokenpool process is writing {where(self.output)} (lock held on {where(self.path)})"
         )
@@ -181,12 +189,11 @@ class WorkDir:
             write_atomic(staging / OWNER_FILE, _owner_marker(self.output, pid))
             if os.path.lexists(self.path):  # created meanwhile by someone else: theirs, not ours
                 raise FileExistsError(self.path)
-            os.rename(staging, self.path)
-        except FileExistsError:
-            _discard(staging)
-            raise CorpusError(f"{shown} appeared while this job was creating it; rerun") from None
+            os.rename(staging, self.path)  # (onto a folder made since: ENOTEMPTY, or EEXIST)
         except OSError as exc:
             _discard(staging)
+            if isinstance(exc, FileExistsError) or exc.errno == errno.ENOTEMPTY:
+                raise CorpusError(f"{shown} appeared while this job was creating it; rerun") from None
             raise CorpusError(f"cannot create the work folder {shown} ({exc.strerror or exc})") from None
         sync_dir(self.path.parent)
 

@@ -6,6 +6,7 @@ what the chunks held). A new output format is one `Writer` row below.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -15,8 +16,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ..core.durable import sync_dir
-from ..errors import CorpusError
-from .readers import parquet_file, pyarrow_parquet, where
+from .readers import parquet_file, pyarrow_parquet
 
 if TYPE_CHECKING:
     import numpy as np
@@ -122,14 +122,21 @@ def _check_npy(path: Path, rows: int, width: int, dtype: str, sha256: str) -> No
     import numpy as np
 
     with open(path, "rb") as fh:
-        major, _ = np.lib.format.read_magic(fh)
-        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-        shape, fortran, found = read_header(fh)
+        shape, fortran, found = _npy_header(fh)
         digest = hashlib.sha256()
         while block := fh.read(1 << 20):
             digest.update(block)
     if fortran or found != np.dtype(dtype) or tuple(shape) != (rows, width) or digest.hexdigest() != sha256:
         raise RuntimeError(f"the assembled {path.name} does not hold the {rows} x {width} rows of the chunks")
+
+
+def _npy_header(fh: IO[bytes]) -> tuple[tuple[int, ...], bool, Any]:
+    """The shape, Fortran order and dtype of the .npy stream ``fh`` (left at its data)."""
+    import numpy as np
+
+    major, _ = np.lib.format.read_magic(fh)
+    read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    return read_header(fh)
 
 
 def _check_lines(path: Path, rows: int) -> None:
@@ -166,15 +173,17 @@ def _parquet(path: Path, stream: RowStream, sidecar: Path | None) -> None:
         raise RuntimeError(f"the assembled {path.name} has {found} rows, expected {stream.rows}; nothing renamed")
 
 
+NPZ_INT32_ITEMS = 2**31  # the non-zeros from which a .npz's column indices are int64 (scipy's index dtype rule)
+
+
 def _npz(path: Path, stream: RowStream, sidecar: Path | None) -> None:
-    """A ``scipy.sparse.save_npz``-compatible CSR file (float32 data, int32 indices, int64 indptr) of sparse
-    rows (``indices``/``values`` counted by ``nnz``), streamed: the chunks are read once per array."""
+    """A ``scipy.sparse.save_npz``-compatible CSR file (float32 data, int32 indices — int64 from `NPZ_INT32_ITEMS`
+    non-zeros on, as scipy saves such a matrix —, int64 indptr) of sparse rows (``indices``/``values`` counted by
+    ``nnz``), streamed: the chunks are read once per array."""
     import numpy as np
 
-    if stream.items >= 2**31:
-        raise CorpusError(f"{where(path)}: {stream.items} non-zeros exceed the int32 indices a scipy .npz holds; "
-                          f"use .parquet")  # fmt: skip
     vocabulary = stream.schema.vocabulary
+    index = "<i4" if stream.items < NPZ_INT32_ITEMS else "<i8"
 
     def indptr() -> Iterator[np.ndarray]:
         yield np.zeros(1, dtype=np.int64)
@@ -183,7 +192,7 @@ def _npz(path: Path, stream: RowStream, sidecar: Path | None) -> None:
             yield np.cumsum(parts["nnz"]) + offset
             offset += int(np.sum(parts["nnz"]))
 
-    members = (("indices", "<i4", stream.items, (parts["indices"] for parts in stream.chunks())),
+    members = (("indices", index, stream.items, (parts["indices"] for parts in stream.chunks())),
                ("indptr", "<i8", stream.rows + 1, indptr()),
                ("data", "<f4", stream.items, (parts["values"] for parts in stream.chunks())))  # fmt: skip
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
@@ -194,8 +203,14 @@ def _npz(path: Path, stream: RowStream, sidecar: Path | None) -> None:
             with zf.open(name + ".npy", "w") as fh:
                 np.lib.format.write_array(fh, value, allow_pickle=False)
     sync_path(path)
-    with np.load(path, allow_pickle=False) as data:
-        found = (tuple(int(v) for v in data["shape"]), int(data["indices"].size), int(data["indptr"][-1]))
+    with zipfile.ZipFile(path) as zf:  # the headers and indptr's last value: no array is read whole
+        with zf.open("indices.npy") as fh:
+            items = math.prod(_npy_header(fh)[0])
+        with zf.open("indptr.npy") as fh:
+            fh.seek(-8, os.SEEK_END)
+            last = int(np.frombuffer(fh.read(8), "<i8")[0])
+        with zf.open("shape.npy") as fh:
+            found = (tuple(int(v) for v in np.lib.format.read_array(fh, allow_pickle=False)), items, last)
     if found != ((stream.rows, vocabulary), stream.items, stream.items):
         raise RuntimeError(f"the assembled {path.name} holds {found}, expected {stream.rows} rows ({stream.items} non-zeros)")
 

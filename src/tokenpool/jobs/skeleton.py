@@ -545,16 +545,18 @@ def removed_when_done(work: WorkDir, manifest: Mapping[str, Any]) -> Iterator[No
     except BaseException as exc:
         if manifest["chunks_done"] == 0:
             work.remove()
-        if isinstance(exc, OSError) and exc.errno in NO_ROOM:  # the OS names no file: say where, what stays
+        if isinstance(exc, OSError) and exc.errno in WRITE_FAILED:  # the OS names no file: say where, what stays
             kept = manifest["chunks_done"]
             stays = f"its {kept} finished chunk(s) stay there" if kept else "nothing was kept"
+            fix = "make room, then" if exc.errno in NO_ROOM else "once it can be written,"
             raise OSError(exc.errno, f"{exc.strerror or exc} while writing in {where(work.path)}; {stays}: "
-                                     f"make room, then rerun with --resume") from None  # fmt: skip
+                                     f"{fix} rerun with --resume") from None  # fmt: skip
         raise
     work.remove()
 
 
 NO_ROOM = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}  # a full disk, file size or quota
+WRITE_FAILED = NO_ROOM | {errno.EIO, errno.EROFS}  # and a failing disk, one gone read-only (reads: `decoded_lines`)
 
 
 def hash_records(hasher: Any, items: Iterable[Item]) -> Any:
