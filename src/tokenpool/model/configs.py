@@ -602,14 +602,19 @@ def _check_kept_widths(config: PoolingConfig, root: Path, model_config: Path, di
     nor the Encoder loads that): the width of the model's outputs, which both pool whatever ``dim`` says; and a
     ``truncate_dim`` wider than the vectors then (`folder_truncate_dim` would refuse the folder). A module tokenpool
     cannot read (an activation it does not run, which sentence-transformers may), or a model config.json the
-    runtimes refuse, is not checked. The width is the runtimes' (`read_model_config`: one not saved is
-    transformers' default), ``dim`` when there is no config.json yet."""
-    from .onnx import read_model_config
+    runtimes refuse, is not checked. The width is the runtimes' (as `onnx.read_model_config` reads it: one not
+    saved is transformers' default), ``dim`` when there is no config.json yet."""
+    from .runners import transformers_config
 
     try:
         modules = read_post_modules(root) if kept else ()
-        size = read_model_config(model_config.parent).hidden_size if is_present(model_config) else dim
+        data = read_json_file(model_config, object_only=True) if is_present(model_config) else None
     except (ConfigError, ModelFolderError):
+        return
+    size = dim if data is None else config_size(data)
+    if size is None and not any(name in text_merged(data) for name in WIDTH_KEYS):  # (saved null: refused)
+        size = getattr(transformers_config(data), "hidden_size", None)
+    if not is_int(size):  # (a width the runtimes refuse: not checked here)
         return
     width = output_width(modules, replace(config, embedding_dimension=size).output_dimension, root)
     if config.truncate_dim is not None:

@@ -30,7 +30,12 @@ from . import unpadded
 from .configs import WIDTH_KEYS, config_size, text_merged
 from .folders import MODEL_CONFIG, code_repo_files, file_digest, onnx_weights_only
 from .options import DTYPE_NAMES, check_dtype, device_parts, spell
-from .runners import POSITION_KEYS, Runtime, position_keys, quiet_transformers, text_config
+from .runners import (
+    POSITION_KEYS,
+    Runtime,
+    position_keys,
+    transformers_config,
+)
 from .safety import check_bool_option, check_no_remote_code, is_present, read_json_file
 
 __all__ = [
@@ -73,7 +78,7 @@ def read_model_config(folder: Path) -> SimpleNamespace:
     """The text model's config.json as attributes (hidden_size, vocab_size, max_position_embeddings and the
     position_key it is saved under, model_type, pad_token_id: where RoBERTa-like positions start, position_pad:
     the one a graph's position_ids start after), read as JSON; a size or pad id not saved is transformers'
-    default where it builds the config (`_transformers_config`)."""
+    default where it builds the config (`runners.transformers_config`)."""
     path = folder / "config.json"
     if not is_present(path):  # (as `check_files` names it, not as an unreadable file)
         raise ModelFolderError(f"model folder {str(folder)!r} is missing {MODEL_CONFIG}")
@@ -89,12 +94,12 @@ def read_model_config(folder: Path) -> SimpleNamespace:
     keys = position_keys(merged.get("model_type"))
     position_key = next((k for k in keys if isinstance(merged.get(k), int)), None)  # (named by inspect)
     # a size not saved is read as torch reads it, from the one config transformers builds
-    # (`_transformers_config`); so is a RoBERTa-like pad id, which its position limit follows (514
+    # (`runners.transformers_config`); so is a RoBERTa-like pad id, which its position limit follows (514
     # positions: 512 tokens after the pad id 1)
     model_type = str(merged.get("model_type", ""))
     pad_unsaved = model_type in unpadded.PAD_OFFSET_POSITION_TYPES and "pad_token_id" not in merged
     size_unsaved = width is None or "vocab_size" not in merged or (keys and position_key is None)
-    built = _transformers_config(data) if size_unsaved or pad_unsaved else None
+    built = transformers_config(data) if size_unsaved or pad_unsaved else None
     if width is None:  # none saved (transformers' default), or null (transformers' None: refused)
         width = getattr(built, "hidden_size", None)
     if not is_int(width):
@@ -112,24 +117,6 @@ def read_model_config(folder: Path) -> SimpleNamespace:
         hidden_size=width, vocab_size=vocab, max_position_embeddings=positions, position_key=position_key,
         model_type=model_type, pad_token_id=pad, position_pad=position_pad, raw=data,
     )  # fmt: skip
-
-
-def _transformers_config(data: dict[str, Any]) -> Any:
-    """The text config transformers builds from config.json's ``data``, whose sizes (hidden_size, vocab_size,
-    position limit) are its defaults where none is saved, or a key it maps to one (Bloom's n_embed, T5Gemma2's
-    nested ones); None without transformers or for a config it does not build (no width saved: refused).
-    transformers imports torch (where installed) to build it; its log lines are quieted as on torch's
-    runtime."""
-    try:
-        from transformers import AutoConfig
-    except ImportError:
-        return None
-    try:
-        options = {name: value for name, value in data.items() if name != "model_type"}
-        with quiet_transformers():
-            return text_config(AutoConfig.for_model(str(data.get("model_type")), **options))
-    except Exception:  # (an unknown model_type, or a value its config class refuses: the torch runtime refuses it)
-        return None
 
 
 def cached_export_path(folder: Path, *, writing: bool = False) -> Path:

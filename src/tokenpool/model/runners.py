@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "Runner", "Runtime", "TORCH_RUNTIME", "TorchRunner", "load_config_and_tokenizer", "text_config",
-    "resolve_device", "resolve_dtype", "forward_options", "set_torch_threads",
+    "resolve_device", "resolve_dtype", "forward_options", "set_torch_threads", "transformers_config",
 ]  # fmt: skip
 
 
@@ -247,6 +247,24 @@ class TorchRunner:
         import torch
 
         return array.to(device="cpu", dtype=torch.float32).numpy()
+
+
+def transformers_config(data: dict[str, Any]) -> Any:
+    """The text config transformers builds from config.json's ``data``, whose sizes (hidden_size, vocab_size,
+    position limit) are its defaults where none is saved, or a key it maps to one (Bloom's n_embed, T5Gemma2's
+    nested ones); None without transformers or for a config it does not build (no width saved: refused).
+    transformers imports torch (where installed) to build it; its log lines are quieted as on torch's
+    runtime."""
+    try:
+        from transformers import AutoConfig
+    except ImportError:
+        return None
+    try:
+        options = {name: value for name, value in data.items() if name != "model_type"}
+        with quiet_transformers():
+            return text_config(AutoConfig.for_model(str(data.get("model_type")), **options))
+    except Exception:  # (an unknown model_type, or a value its config class refuses: the torch runtime refuses it)
+        return None
 
 
 def set_torch_threads(threads: int) -> None:
