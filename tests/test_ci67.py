@@ -30,7 +30,9 @@ def test_a_failed_job_ends_its_actors_before_it_raises(ray_session, tiny_bert_fo
     """A job that fails on bad input (a null text) still names the file and row, and its actor, which holds the
     model and a CPU (or a GPU), is gone without waiting for Python's garbage collector (was: Ray Data drops its
     handles in a reference cycle, so the actor lived on until a collection ran, and the next job waited for its
-    CPU: 25 s of a 38 s test; a GPU job on a one-GPU node waited for that GPU)."""
+    CPU: 25 s of a 38 s test; a GPU job on a one-GPU node waited for that GPU). Also the null text case of
+    test_integration_ray.test_bad_input_raises_named_errors (the worker's error re-raised as the user's type, a
+    ValueError naming file and row), merged here: the same job on the same path."""
     from tokenpool.integrations.ray import embed_parquet
 
     source = tmp_path / "in.parquet"
