@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from clitools import assert_one_error_line
 
 from tokenpool.errors import CorpusError, classify
 from tokenpool.io.readers import iter_records
@@ -262,7 +261,7 @@ def _parquet_with_null(path: Path, statistics: bool = True) -> Path:
 @pytest.mark.parametrize("statistics", [True, False])
 def test_the_null_text_check_names_the_file_and_row(tmp_path, statistics):
     """`_refuse_null_texts`, which `embed_parquet` calls once an actor met a null (the whole job:
-    `test_ray_names_the_file_of_a_folder_that_holds_a_null_text`), finds its row from the row groups' statistics
+    test_ci67.test_a_failed_job_ends_its_actors_before_it_raises), finds its row from the row groups' statistics
     and without them: `tokenpool embed`'s message."""
     source = _parquet_with_null(tmp_path / "in.parquet", statistics)
     expected = _cli_error(source, "parquet")
@@ -275,7 +274,7 @@ def test_the_null_text_check_names_the_file_and_row(tmp_path, statistics):
 def test_ray_names_the_file_and_row_of_a_null_text_in_the_calibration_sample(ray_session, tiny_bert_folder,
                                                                              tmp_path):
     """`tokenpool embed`'s message when the int8 calibration's sample held the null (was: "row 3 holds None",
-    naming no file); an actor meeting it: `test_ray_names_the_file_of_a_folder_that_holds_a_null_text`."""
+    naming no file); an actor meeting it: test_ci67.test_a_failed_job_ends_its_actors_before_it_raises."""
     source = _parquet_with_null(tmp_path / "in.parquet")
     expected = _cli_error(source, "parquet")
     assert expected == f"{source}, row 4: column 'text' is null"
@@ -285,18 +284,7 @@ def test_ray_names_the_file_and_row_of_a_null_text_in_the_calibration_sample(ray
     assert str(caught.value) == expected
 
 
-def test_ray_names_the_file_of_a_folder_that_holds_a_null_text(run, ray_session, tiny_bert_folder, tmp_path):
-    """A folder of parquet files: the file with the null and its row, once an actor met it (was: "column 'text'
-    has 1 null value(s) in a batch", naming no file); from the command line, one line, exit 2."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    folder = tmp_path / "in"
-    folder.mkdir()
-    pq.write_table(pa.table({"id": [0], "text": ["fine"]}), folder / "a.parquet")
-    bad = _parquet_with_null(folder / "b.parquet")
-    code, _, err = run("embed", folder, "-o", tmp_path / "out", "--ray", "--model", tiny_bert_folder)
-    assert_one_error_line(code, err, f"{bad}, row 4: column 'text' is null")
+# an actor meets the null (a folder's file named): test_ci67.test_a_failed_job_ends_its_actors_before_it_raises
 
 
 # ---------------------------------------------------------------- options and columns checked before the work
@@ -364,20 +352,4 @@ def test_a_dictionary_encoded_text_column_is_embedded(tiny_bert_folder):
     np.testing.assert_allclose(np.array(out.column("embedding").to_pylist()), reference, rtol=0, atol=1e-6)
 
 
-def test_embed_ray_reports_the_calibration_file_the_ray_job_wrote(
-    run, ray_session, tiny_bert_folder, tmp_path, monkeypatch
-):
-    """`embed --ray` spelled the calibration file's name itself (``".calibration.json"``) while the Ray job
-    writes `tokenpool.io.storage`'s name: both now come from that one place, so a new suffix moves both."""
-    from tokenpool.core.quantize import Calibration
-
-    source = tmp_path / "in.parquet"
-    pq.write_table(pa.table({"text": [f"text number {i}" for i in range(12)]}), source)
-    monkeypatch.setattr("tokenpool.io.storage.CALIBRATION_SUFFIX", ".cal.json")
-    code, _, err = run("embed", source, "-o", f"{tmp_path / 'out'}/", "--ray", "--model", tiny_bert_folder,
-                       "--precision", "int8", "--calibration-size", 8)  # fmt: skip
-    assert code == 0, err
-    reported = err.split("; calibration in ", 1)[1].splitlines()[0]
-    assert reported == str(tmp_path / "out.cal.json")  # the folder output's trailing slash dropped
-    assert Calibration.load(reported).texts == 8
-    assert not (tmp_path / "out.calibration.json").exists()
+# `embed --ray` reports the calibration file the job wrote: test_ray58.test_the_calibration_is_encoded_with_the_jobs_batch_options
