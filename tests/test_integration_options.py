@@ -107,27 +107,7 @@ def local_ray(ray_session):
     yield ray_session
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_embed_parquet_takes_encode_batch_size(local_ray, tmp_path):
-    """docs/integrations.md calls ``embed_parquet(..., encode_batch_size=256)``, but it was no parameter: it fell
-    into the Encoder options and failed with "EncoderOptions got an unexpected keyword argument"."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from tokenpool import Encoder
-    from tokenpool.integrations.ray import embed_parquet
-
-    texts = [f"row {i}: " + "word " * (i % 7) for i in range(9)]
-    source = tmp_path / "in.parquet"
-    pq.write_table(pa.table({"text": texts}), source)
-    with pytest.raises(ValueError, match="encode_batch_size"):  # checked before Ray reads anything
-        embed_parquet(str(source), str(tmp_path / "bad"), encode_batch_size=0)
-    assert not (tmp_path / "bad").exists()
-    embed_parquet(str(source), str(tmp_path / "out"), batch_size=4, encode_batch_size=2)
-    table = pq.read_table(tmp_path / "out")
-    assert table.column("text").to_pylist() == texts
-    vectors = np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
-    np.testing.assert_allclose(vectors, Encoder().encode(texts), rtol=0, atol=1e-5)
+# embed_parquet's encode_batch_size: test_integration_ray.test_embed_parquet_writes_vectors_every_row_once
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -90,14 +90,22 @@ def test_embed_dataset_on_two_actors_keeps_rows_and_columns(encoder: Encoder):
 
 @pytest.mark.usefixtures("local_ray")
 def test_embed_parquet_writes_vectors_every_row_once(tmp_path):
+    """Also `encode_batch_size` (merged from test_integration_options.test_embed_parquet_takes_encode_batch_size):
+    docs/integrations.md calls ``embed_parquet(..., encode_batch_size=256)``, but it was no parameter: it fell
+    into the Encoder options and failed with "EncoderOptions got an unexpected keyword argument"; checked before
+    Ray reads anything."""
     texts = make_texts(30)
     source = tmp_path / "corpus.parquet"
     pq.write_table(pa.table({"doc_id": [f"d{i}" for i in range(30)], "body": texts}), source)
 
     options = {"pooling": "cls", "normalize": False, "truncate_dim": 32}
+    with pytest.raises(ValueError, match="encode_batch_size"):
+        embed_parquet(str(source), str(tmp_path / "bad"), column="body", encode_batch_size=0, **options)
+    assert not (tmp_path / "bad").exists()
     embed_parquet(
-        str(source), str(tmp_path / "out"), column="body", output_column="vec", batch_size=8, **options
-    )
+        str(source), str(tmp_path / "out"), column="body", output_column="vec", batch_size=8, encode_batch_size=2,
+        **options,
+    )  # fmt: skip
 
     assert ray.is_initialized()  # a Ray it did not start is left running
     table = pq.read_table(tmp_path / "out")  # plain pyarrow: the output needs no Ray to read
@@ -146,11 +154,10 @@ def test_bad_input_raises_named_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no-such-input"):
         embed_parquet(str(tmp_path / "no-such-input.parquet"), str(tmp_path / "out"))
 
-    source = tmp_path / "nulls.parquet"
-    pq.write_table(pa.table({"text": ["fine", None, "also fine"]}), source)
-    # Failures inside workers come back as Ray wrappers; embed_parquet re-raises the worker's error type.
-    with pytest.raises(ValueError, match="nulls.parquet, row 2: column 'text' is null"):
-        embed_parquet(str(source), str(tmp_path / "out"))
+    source = tmp_path / "texts.parquet"
+    pq.write_table(pa.table({"text": ["fine", "also fine"]}), source)
+    # Failures inside workers come back as Ray wrappers; embed_parquet re-raises the worker's error type (a null
+    # text met by an actor: test_ci67.test_a_failed_job_ends_its_actors_before_it_raises).
     with pytest.raises(FileNotFoundError, match="no-such-model"):  # raised in the actor's constructor
         embed_parquet(str(source), str(tmp_path / "out"), model=str(tmp_path / "no-such-model"))
 

@@ -7,7 +7,6 @@ import gzip
 import json
 import logging
 
-import numpy as np
 import pytest
 
 pytest.importorskip("ray")
@@ -48,35 +47,46 @@ def test_a_dangling_symlink_out_is_refused_before_ray_starts(run, tiny_bert_fold
     assert out.is_symlink() and not out.exists()
 
 
-def test_an_upper_case_compression_suffix_is_decompressed(run, ray_session, tiny_bert_folder, tmp_path):
+def test_an_upper_case_compression_suffix_is_decompressed(ray_session, tmp_path):
     """``in.jsonl.GZ``: the format was named without the suffix (any case), but Ray's readers guess the codec
     from the suffix with pyarrow's case-sensitive ``Codec.detect``, so the gzip bytes were read as the JSON
-    Lines ("the Ray job failed: in.jsonl.GZ, line 1: invalid UTF-8"). The codec is now named to the reader."""
+    Lines ("the Ray job failed: in.jsonl.GZ, line 1: invalid UTF-8"). The codec is now named to the reader: the
+    job's reading tasks (`_read`) give the records. (A whole job on a compressed input, read by the same branch
+    of `_read`: test_ray57.test_an_lz4_input_is_read_by_its_inner_format.)"""
     source = tmp_path / "in.jsonl.GZ"
     source.write_bytes(gzip.compress("".join(json.dumps({"text": t, "n": i}) + "\n" for i, t in enumerate(TEXTS))
                                      .encode()))  # fmt: skip
-    code, _, err = run("embed", source, "-o", tmp_path / "out", "--model", tiny_bert_folder, "--ray", "-q")
-    assert code == 0, err
-    table = pq.read_table(tmp_path / "out")
-    assert table.column("text").to_pylist() == TEXTS and table.column("n").to_pylist() == list(range(len(TEXTS)))
-    vectors = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
-    np.testing.assert_allclose(vectors, Encoder(tiny_bert_folder, device="cpu").encode(TEXTS), atol=1e-6)
+    rows = tp_ray._read(str(source), "text").take_all()
+    assert [row["text"] for row in rows] == TEXTS and [row["n"] for row in rows] == list(range(len(TEXTS)))
 
 
-def test_the_calibration_is_encoded_with_the_jobs_batch_options(run, ray_session, tiny_bert_folder, tmp_path):
+def test_the_calibration_is_encoded_with_the_jobs_batch_options(run, ray_session, tiny_bert_folder, tmp_path,
+                                                                 monkeypatch):  # fmt: skip
     """An int8 job without a calibration computes one on its first records. `tokenpool embed` encodes them with
     the job's --batch-size (and token budget); Ray's calibration task called `Encoder.calibrate(texts)`, batches
     of 32 whatever the job said, so its ranges differed from the command line's in the last bits (a padded batch
-    is not bit-equal to a short one). Now the same ranges as `tokenpool embed --batch-size 2`, exactly."""
+    is not bit-equal to a short one). Now the same ranges as `tokenpool embed --batch-size 2`, exactly.
+    Merged with test_ray_jobs.test_embed_ray_reports_the_calibration_file_the_ray_job_wrote (the same kind of
+    job): `embed --ray` spelled the calibration file's name itself (``".calibration.json"``) while the Ray job
+    writes `tokenpool.io.storage`'s name: both now come from that one place, so a new suffix moves both."""
+    from pathlib import Path
+
+    from tokenpool.core.quantize import Calibration
+
     texts = [" ".join(["word"] * n) + f" {n}" for n in (1, 9, 3, 17, 2, 30, 5)]
     source = _jsonl(tmp_path / "in.jsonl", texts)
-    flags = ["--model", tiny_bert_folder, "--precision", "int8", "--batch-size", "2", "-q"]
-    code, _, err = run("embed", source, "-o", tmp_path / "cli.npy", *flags)
+    monkeypatch.setattr("tokenpool.io.storage.CALIBRATION_SUFFIX", ".cal.json")
+    flags = ["--model", tiny_bert_folder, "--precision", "int8", "--batch-size", "2", "--calibration-size", "5"]
+    code, _, err = run("embed", source, "-o", tmp_path / "cli.npy", *flags, "-q")
     assert code == 0, err
-    code, _, err = run("embed", source, "-o", tmp_path / "ray", *flags, "--ray")
+    code, _, err = run("embed", source, "-o", f"{tmp_path / 'ray'}/", *flags, "--ray")
     assert code == 0, err
-    cli = json.loads((tmp_path / "cli.npy.calibration.json").read_text())
-    mine = json.loads((tmp_path / "ray.calibration.json").read_text())
+    reported = err.split("; calibration in ", 1)[1].splitlines()[0]
+    assert reported == str(tmp_path / "ray.cal.json")  # the folder output's trailing slash dropped
+    assert Calibration.load(reported).texts == 5
+    assert not (tmp_path / "ray.calibration.json").exists()
+    cli = json.loads((tmp_path / "cli.npy.cal.json").read_text())
+    mine = json.loads(Path(reported).read_text())
     assert mine == cli
 
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from clitools import assert_one_error_line
 
 from tokenpool.errors import CorpusError, classify
 from tokenpool.io.readers import iter_records
@@ -45,18 +44,31 @@ def _cli_error(path, fmt: str = "jsonl") -> str:
     return str(caught.value)
 
 
+def _ray_error(source: Path, tiny_bert_folder: Path, whole: bool) -> Exception:
+    """The error a Ray job raises for the bad input file ``source``: from a whole `embed_parquet` job (``whole``),
+    else from the job's reading tasks alone (`_read`, the tasks where the file is read and refused, unwrapped by
+    `_users_errors` as `embed_parquet` unwraps them): the same message without an actor that loads a model."""
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - the type is checked by the callers
+        if whole:
+            tp_ray.embed_parquet(str(source), str(source.parent / "out"), model=str(tiny_bert_folder), concurrency=1)
+        else:
+            with tp_ray._users_errors(str(source)):
+                tp_ray._read(str(source), "text").take_all()
+    return caught.value
+
+
 @pytest.mark.parametrize("name", sorted(BAD))
 def test_ray_refuses_a_bad_jsonl_line_as_the_command_line_does(ray_data, tiny_bert_folder, tmp_path, name):
-    from tokenpool.integrations.ray import embed_parquet
-
+    """Each bad line is refused with `tokenpool embed`'s message (file and line). One case runs a whole
+    `embed_parquet` job (the wiring: reading tasks, then `_users_errors`); the others only the job's reading
+    tasks, which meet every one of them on the same path."""
     source = tmp_path / f"{name}.jsonl"
     source.write_text(BAD[name], encoding="utf-8")
     expected = _cli_error(source)
     assert ", line " in expected
-    with pytest.raises(Exception) as caught:  # noqa: PT011 - the type is checked below
-        embed_parquet(str(source), str(tmp_path / "out"), model=str(tiny_bert_folder), concurrency=1)
-    assert classify(caught.value) == "bad_input", caught.value
-    assert str(caught.value) == f"the Ray job failed: {expected}"
+    error = _ray_error(source, tiny_bert_folder, whole=name == "invalid")
+    assert classify(error) == "bad_input", error
+    assert str(error) == f"the Ray job failed: {expected}"
 
 
 def test_ray_reads_jsonl_rows_as_the_command_line_does(ray_data, tmp_path):
@@ -123,12 +135,18 @@ def test_ray_parquet_carries_the_metadata_the_command_line_writes(
 
 def test_ray_calibration_is_the_command_lines(int8_ray_job, tiny_bert_folder, tmp_path):
     """An int8 calibration computed by `embed_parquet` equals `tokenpool embed`'s on the same first records, its
-    recorded source too ("first 4 texts of in.txt"; Ray's had none, so the parquet metadata differed)."""
+    recorded source too ("first 4 texts of in.txt"; Ray's had none, so the parquet metadata differed); the job
+    returns it and writes it beside its output folder. (Merged with test_storage_ray's
+    test_embed_parquet_calibrates_on_the_first_rows_and_writes_the_sidecar, which ran the same kind of job to
+    check the sidecar, the first rows' calibration and the codes: the codes are
+    `test_ray_parquet_carries_the_metadata_the_command_line_writes`'s, equal to the command line's.)"""
     from tokenpool import Encoder
+    from tokenpool.core.quantize import Calibration
     from tokenpool.io.storage import read_calibration
     from tokenpool.jobs import EmbedJob, EncodeRequest, check_job, embed_corpus
 
     source, ray_calibration = int8_ray_job
+    assert Calibration.load(f"{source.parent / 'ray'}.calibration.json") == ray_calibration
     job = EmbedJob(str(source), str(tmp_path / "cli.npy"), EncodeRequest(precision="int8", calibration_size=4))
     embed_corpus(Encoder(str(tiny_bert_folder)), job, formats=check_job(job))
     cli_calibration = read_calibration(tmp_path / "cli.npy")
@@ -149,18 +167,16 @@ BAD_TABLES = {
 
 @pytest.mark.parametrize("name", sorted(BAD_TABLES))
 def test_ray_refuses_a_bad_csv_as_the_command_line_does(ray_session, tiny_bert_folder, tmp_path, name):
-    from tokenpool.errors import classify
-    from tokenpool.integrations.ray import embed_parquet
-
+    """Refused with `tokenpool embed`'s message, by the job's reading tasks (`_ray_error`; a whole job's wiring of
+    a bad file is `test_ray_refuses_a_bad_jsonl_line_as_the_command_line_does`'s, the same `_file_table` task)."""
     source = tmp_path / name
     data = BAD_TABLES[name]
     source.write_bytes(data if isinstance(data, bytes) else data.encode())
     expected = _cli_error(source, source.suffix[1:])
     assert str(source) in expected
-    with pytest.raises(Exception) as caught:  # noqa: PT011 - the type is checked below
-        embed_parquet(str(source), str(tmp_path / "out"), model=str(tiny_bert_folder), concurrency=1)
-    assert classify(caught.value) == "bad_input", caught.value
-    assert str(caught.value) == f"the Ray job failed: {expected}"
+    error = _ray_error(source, tiny_bert_folder, whole=False)
+    assert classify(error) == "bad_input", error
+    assert str(error) == f"the Ray job failed: {expected}"
 
 
 @pytest.mark.parametrize(
@@ -242,33 +258,33 @@ def _parquet_with_null(path: Path, statistics: bool = True) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("statistics", "precision"), [(True, "float32"), (False, "float32"), (True, "int8")])
-def test_ray_names_the_file_and_row_of_a_null_text(ray_session, tiny_bert_folder, tmp_path, statistics, precision):
-    """`tokenpool embed`'s message, whether an actor met the null or the int8 calibration's sample held it (was:
-    "column 'text' has 1 null value(s) in a batch", or "row 3 holds None", naming no file)."""
-    from tokenpool.errors import CorpusError
-    from tokenpool.integrations.ray import embed_parquet
-
+@pytest.mark.parametrize("statistics", [True, False])
+def test_the_null_text_check_names_the_file_and_row(tmp_path, statistics):
+    """`_refuse_null_texts`, which `embed_parquet` calls once an actor met a null (the whole job:
+    test_ci67.test_a_failed_job_ends_its_actors_before_it_raises), finds its row from the row groups' statistics
+    and without them: `tokenpool embed`'s message."""
     source = _parquet_with_null(tmp_path / "in.parquet", statistics)
     expected = _cli_error(source, "parquet")
     assert expected == f"{source}, row 4: column 'text' is null"
     with pytest.raises(CorpusError) as caught:
-        embed_parquet(str(source), str(tmp_path / "out"), model=str(tiny_bert_folder), concurrency=1,
-                      precision=precision)  # fmt: skip
+        tp_ray._refuse_null_texts(str(source), "text")
     assert str(caught.value) == expected
 
 
-def test_ray_names_the_file_of_a_folder_that_holds_a_null_text(run, ray_session, tiny_bert_folder, tmp_path):
-    """A folder of parquet files: the file with the null and its row; from the command line, one line, exit 2."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def test_ray_names_the_file_and_row_of_a_null_text_in_the_calibration_sample(ray_session, tiny_bert_folder,
+                                                                             tmp_path):
+    """`tokenpool embed`'s message when the int8 calibration's sample held the null (was: "row 3 holds None",
+    naming no file); an actor meeting it: test_ci67.test_a_failed_job_ends_its_actors_before_it_raises."""
+    source = _parquet_with_null(tmp_path / "in.parquet")
+    expected = _cli_error(source, "parquet")
+    assert expected == f"{source}, row 4: column 'text' is null"
+    with pytest.raises(CorpusError) as caught:
+        tp_ray.embed_parquet(str(source), str(tmp_path / "out"), model=str(tiny_bert_folder), concurrency=1,
+                             precision="int8")  # fmt: skip
+    assert str(caught.value) == expected
 
-    folder = tmp_path / "in"
-    folder.mkdir()
-    pq.write_table(pa.table({"id": [0], "text": ["fine"]}), folder / "a.parquet")
-    bad = _parquet_with_null(folder / "b.parquet")
-    code, _, err = run("embed", folder, "-o", tmp_path / "out", "--ray", "--model", tiny_bert_folder)
-    assert_one_error_line(code, err, f"{bad}, row 4: column 'text' is null")
+
+# an actor meets the null (a folder's file named): test_ci67.test_a_failed_job_ends_its_actors_before_it_raises
 
 
 # ---------------------------------------------------------------- options and columns checked before the work
@@ -336,20 +352,4 @@ def test_a_dictionary_encoded_text_column_is_embedded(tiny_bert_folder):
     np.testing.assert_allclose(np.array(out.column("embedding").to_pylist()), reference, rtol=0, atol=1e-6)
 
 
-def test_embed_ray_reports_the_calibration_file_the_ray_job_wrote(
-    run, ray_session, tiny_bert_folder, tmp_path, monkeypatch
-):
-    """`embed --ray` spelled the calibration file's name itself (``".calibration.json"``) while the Ray job
-    writes `tokenpool.io.storage`'s name: both now come from that one place, so a new suffix moves both."""
-    from tokenpool.core.quantize import Calibration
-
-    source = tmp_path / "in.parquet"
-    pq.write_table(pa.table({"text": [f"text number {i}" for i in range(12)]}), source)
-    monkeypatch.setattr("tokenpool.io.storage.CALIBRATION_SUFFIX", ".cal.json")
-    code, _, err = run("embed", source, "-o", f"{tmp_path / 'out'}/", "--ray", "--model", tiny_bert_folder,
-                       "--precision", "int8", "--calibration-size", 8)  # fmt: skip
-    assert code == 0, err
-    reported = err.split("; calibration in ", 1)[1].splitlines()[0]
-    assert reported == str(tmp_path / "out.cal.json")  # the folder output's trailing slash dropped
-    assert Calibration.load(reported).texts == 8
-    assert not (tmp_path / "out.calibration.json").exists()
+# `embed --ray` reports the calibration file the job wrote: test_ray58.test_the_calibration_is_encoded_with_the_jobs_batch_options

@@ -14,8 +14,8 @@ pq = pytest.importorskip("pyarrow.parquet")
 from tinymodels import bert_folder  # noqa: E402
 
 from tokenpool import Encoder  # noqa: E402
-from tokenpool.core.quantize import Calibration, quantize  # noqa: E402
-from tokenpool.integrations.ray import EmbedBatch, embed_dataset, embed_parquet  # noqa: E402
+from tokenpool.core.quantize import quantize  # noqa: E402
+from tokenpool.integrations.ray import EmbedBatch, embed_dataset  # noqa: E402
 from tokenpool.model.options import EncoderOptions  # noqa: E402
 from tokenpool.model.request import EncodeRequest  # noqa: E402
 
@@ -67,25 +67,7 @@ def test_int8_shards_on_two_actors_share_one_calibration(tiny, encoder):
     _assert_codes_match(codes, encoder.encode(texts), calibration)
 
 
-@pytest.mark.usefixtures("local_ray")
-def test_embed_parquet_calibrates_on_the_first_rows_and_writes_the_sidecar(tmp_path, tiny, encoder):
-    texts = make_texts(60)
-    source = tmp_path / "corpus.parquet"
-    pq.write_table(pa.table({"doc": list(range(60)), "text": texts}), source)
-    calibration = embed_parquet(
-        str(source), str(tmp_path / "out"), model=str(tiny), precision="int8", calibration_size=40,
-        batch_size=8, concurrency=1,
-    )  # fmt: skip
-    assert Calibration.load(f"{tmp_path / 'out'}.calibration.json") == calibration
-    local = encoder.calibrate(texts[:40])  # preserve_order: the first rows are the file's first rows
-    assert calibration.texts == 40 and calibration.model_id == local.model_id
-    np.testing.assert_allclose(calibration.minimum, local.minimum, atol=1e-6)
-    np.testing.assert_allclose(calibration.maximum, local.maximum, atol=1e-6)
-    table = pq.read_table(tmp_path / "out")
-    codes = np.stack(table.column("embedding").to_numpy(zero_copy_only=False))[
-        np.argsort(table.column("doc").to_numpy())
-    ]
-    _assert_codes_match(codes, encoder.encode(texts), calibration)
+# embed_parquet's own int8 calibration (the first rows, the sidecar, the codes): test_ray_jobs's int8_ray_job tests
 
 
 def test_embed_batch_codes_with_a_given_calibration(tmp_path, tiny, encoder):
