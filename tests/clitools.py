@@ -59,9 +59,10 @@ _FORK_SERVER = textwrap.dedent(
 _FORK_SERVERS: dict[tuple, subprocess.Popen] = {}
 
 
-def _fork_server(env: dict[str, str]) -> subprocess.Popen:
-    """The running fork server for ``env`` (one per environment, as a subprocess would get it)."""
-    key = tuple(sorted(env.items()))
+def _fork_server(env: dict[str, str], role: str = "kill") -> subprocess.Popen:
+    """The running fork server for ``env`` and ``role`` (one per environment, as a subprocess would get it, and
+    per role: the runs `kill_after_chunks` kills, the ones `run_forked` runs to the end)."""
+    key = (role, *sorted(env.items()))
     server = _FORK_SERVERS.get(key)
     if server is None or server.poll() is not None:
         server = subprocess.Popen([sys.executable, "-c", _FORK_SERVER], env=env, stdin=subprocess.PIPE,
@@ -113,11 +114,14 @@ def run_forked(cmd: list[str], env: dict[str, str], stderr: Path, *, timeout: fl
     """(exit status, stderr text) of ``cmd``, a ``python -m tokenpool.cli ...`` run to its end in a child forked
     from the fork server for ``env`` (as `kill_after_chunks` runs the run it kills: a process of its own, whose
     imports cost nothing), its stderr written to the file ``stderr``; a plain subprocess where no fork server
-    runs it. For the uninterrupted and resumed runs beside a killed one (the same process settings)."""
+    runs it. For the uninterrupted and resumed runs beside a killed one (the same process settings), from a
+    server of their own: their children start from another interpreter's state than the killed run's (its
+    hash seed, numpy's global random state, what importing set), as separate processes' runs would, so a
+    resume or an output that depends on such state is still seen to differ."""
     if cmd[:3] != [sys.executable, "-m", "tokenpool.cli"] or not hasattr(os, "pidfd_open"):
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         return done.returncode, done.stderr
-    server = _fork_server(env)
+    server = _fork_server(env, "run")
     server.stdin.write(json.dumps([cmd[3:], os.getcwd(), str(stderr)]) + "\n")
     pid = int(server.stdout.readline())
     pidfd = os.pidfd_open(pid)

@@ -172,25 +172,51 @@ def test_ray_reads_a_file_of_rows_outside_the_embedding_actors(ray_session, tiny
     assert fused <= {"MapBatches(_refuse_reserved)", "MapBatches(EmbedBatch)"}, ds.stats()
 
 
+def _read_calls(tmp_path, name: str) -> list[tuple]:
+    """The Ray Data calls by which `_read` builds the read of file ``name`` ((name, positional arguments but a
+    Dataset's own, keyword arguments) of `ray.data.read_binary_files` and `Dataset.map_batches`): Ray's public
+    API, whose arguments Ray fuses by, not its logical plan (private; the operators' ``fn``, ``fn_args``,
+    ``ray_remote_args`` were ``_fn``, ... in the Ray versions before 2.4x that pyproject allows)."""
+    import ray.data
+
+    calls: list[tuple] = []
+
+    def spy(patch: pytest.MonkeyPatch, owner: object, attribute: str, own: int) -> None:
+        original = getattr(owner, attribute)
+
+        def recorded(*args, **kwargs):
+            calls.append((attribute, args[own:], kwargs))
+            return original(*args, **kwargs)
+
+        patch.setattr(owner, attribute, recorded)
+
+    with pytest.MonkeyPatch.context() as patch:
+        spy(patch, ray.data, "read_binary_files", 0)
+        spy(patch, ray.data.Dataset, "map_batches", 1)
+        _read_file_of_rows(tmp_path, name)
+    return calls
+
+
 @pytest.mark.parametrize("name", ["in.csv", "in.tsv"])
 def test_csv_and_tsv_files_are_read_by_the_jsonl_files_operator(ray_session, tmp_path, name):
     """Stop 62: .csv/.tsv files were read in an operator Ray fused into the embedding actors. Their read is the
-    .jsonl's operator (the one a whole job shows unfused, the test above): the same function, arguments but the
-    format, and remote args (Ray fuses by these), on the same binary-file read; its table holds the 20 rows."""
+    .jsonl's operator (the one a whole job shows unfused, the test above): the same binary-file read, then the
+    same map_batches call (function, batch size and format, remote args: Ray fuses by these) but the format's
+    name among the function's arguments; its table holds the 20 rows."""
     import pyarrow as pa
 
     from tokenpool.integrations.ray import _file_table
 
-    ops = {n: _read_file_of_rows(tmp_path, n)._logical_plan.dag for n in ("in.jsonl", name)}
-    jsonl, other = ops["in.jsonl"], ops[name]
-    assert other.fn is jsonl.fn is _file_table and other.fn_args == (name[3:], "text"), other.fn_args
-    assert other.ray_remote_args == jsonl.ray_remote_args and other.ray_remote_args, other.ray_remote_args
-    assert (other.batch_size, other.compute) == (jsonl.batch_size, jsonl.compute)
-    assert type(other) is type(jsonl) and other.name == jsonl.name
-    assert [d.name for d in other.input_dependencies] == [d.name for d in jsonl.input_dependencies]
+    jsonl, other = _read_calls(tmp_path, "in.jsonl"), _read_calls(tmp_path, name)
+    assert [call[0] for call in other] == [call[0] for call in jsonl] == ["read_binary_files", "map_batches"]
+    assert other[0][1:] == ((str(tmp_path / name),), jsonl[0][2]), other[0]
+    (args, kwargs), (jsonl_args, jsonl_kwargs) = other[1][1:], jsonl[1][1:]
+    assert args == jsonl_args == (_file_table,), (args, jsonl_args)
+    assert kwargs.pop("fn_args") == (name[3:], "text") and jsonl_kwargs.pop("fn_args") == ("jsonl", "text")
+    assert kwargs == jsonl_kwargs and kwargs.get("batch_size") == 1, kwargs
     source = tmp_path / name
     batch = pa.table({"bytes": [source.read_bytes()], "path": [str(source)]})
-    assert _file_table(batch, *other.fn_args).num_rows == 20
+    assert _file_table(batch, name[3:], "text").num_rows == 20
 
 
 @pytest.mark.parametrize("value", ["{}", '{"a": {}}', "[{}]"])

@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import pickle
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -58,11 +60,24 @@ CODE_CASES = [
 ]
 
 
-def _cli_in_process(run, monkeypatch, *argv: object, stdin: bytes | None = b"") -> tuple[int, str, str]:
+def cli_in_process(run, monkeypatch, *argv: object, stdin: bytes | None = b"") -> tuple[int, str, str]:
     """``tokenpool ARGV`` called in this process (the ``run`` fixture: `tokenpool.cli.main`, its exit status),
-    reading ``stdin`` (None: a closed stdin, read as empty, as /dev/null reads)."""
+    reading ``stdin`` (None: a closed stdin, read as empty, as /dev/null reads). Its stderr holds what a process
+    would print there that pytest keeps to itself: Python warnings (a process's default filters) and log
+    records at WARNING or above (logging's last-resort handler: pytest's own handlers are on the root logger)."""
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin or b""), encoding="utf-8"))
-    return run(*argv)
+    last_resort = logging.StreamHandler(sys.stderr)  # (capsys's stderr, which ``run`` reads)
+    last_resort.setLevel(logging.WARNING)
+    logging.getLogger().addHandler(last_resort)
+    try:
+        with warnings.catch_warnings(record=True) as said:
+            for hidden in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.simplefilter("ignore", hidden)  # as a process (not pytest) hides them
+            code, out, err = run(*argv)
+    finally:
+        logging.getLogger().removeHandler(last_resort)
+    shown = (warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line) for w in said)
+    return code, out, err + "".join(shown)
 
 
 @pytest.mark.parametrize(("case", "where", "argv", "stdin"), CODE_CASES, ids=[c[0] for c in CODE_CASES])
@@ -81,7 +96,7 @@ def test_folder_code_never_runs_from_cli(model_copy, tmp_path, run, monkeypatch,
         result = cli(*args, stdin=stdin, env={"HF_MODULES_CACHE": str(tmp_path / "modules")})
         code, err = result.returncode, result.stderr.decode()
     else:
-        code, _, err = _cli_in_process(run, monkeypatch, *args, stdin=stdin)
+        code, _, err = cli_in_process(run, monkeypatch, *args, stdin=stdin)
     assert code == 2, err
     assert "auto_map" in err and where in err
     assert len(err.strip().splitlines()) == 1
@@ -170,7 +185,7 @@ def test_pickle_payload_cli_exit_2(model_copy, tmp_path, run, monkeypatch):
     marker = tmp_path / "MARKER"
     _pickled_weights(folder, marker)
     (tmp_path / "in.txt").write_text("hello\n")
-    code, _, err = _cli_in_process(run, monkeypatch, "embed", tmp_path / "in.txt", "-o", tmp_path / "out.npy",
+    code, _, err = cli_in_process(run, monkeypatch, "embed", tmp_path / "in.txt", "-o", tmp_path / "out.npy",
                                    "--model", folder)  # fmt: skip
     assert code == 2, err
     assert "refusing to unpickle" in err and "Traceback" not in err
@@ -291,7 +306,7 @@ def test_damaged_folder_cli_exit_2(model_copy, tmp_path, run, monkeypatch, case,
     folder = model_copy()
     damage(folder)
     (tmp_path / "in.txt").write_text("hello\n")
-    code, _, err = _cli_in_process(run, monkeypatch, "embed", tmp_path / "in.txt", "-o", tmp_path / "out.npy",
+    code, _, err = cli_in_process(run, monkeypatch, "embed", tmp_path / "in.txt", "-o", tmp_path / "out.npy",
                                    "--model", folder)  # fmt: skip
     assert code == 2, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
