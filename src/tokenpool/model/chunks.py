@@ -55,18 +55,19 @@ class ChunkEmbeddings(ChunkSpans):
 def chunk_plan(
     encoder: Any, index: Any, text: str, spec: Any, spans: Any, splitter: Any, whole: bool, prompt: str | None = None
 ) -> ChunkPlan:
-    """(body tokens, chunk token ranges, chunk character spans) of one document (read after ``prompt``); a
-    document with no token or only whitespace is an error, or (``whole``) one unit over its whole sequence
-    (ranges None) spanning its text."""
-    tokens = tokenize_document(encoder.tokenization, text, prompt) if text.strip() or whole else None
-    if tokens is None or len(tokens) == 0 or not text.strip():  # (a byte-level BPE has whitespace tokens)
-        if whole:
-            # its spans are still checked (a list of pairs within the text); none is the only choice for ""
-            if spec == "spans" and not (isinstance(spans, (list, tuple, np.ndarray)) and len(spans) == 0):
-                check_spans(spans, len(text), index)
-            return tokens, None, [(0, len(text))]
-        what = "no tokens" if text.strip() else "empty" if not text else "only whitespace"
-        raise OptionError(f"document {index}: {what}; it has no chunk to embed")
+    """(body tokens, chunk token ranges, chunk character spans) of one document (read after ``prompt``). A blank
+    document (empty or only whitespace: what ``--skip-empty`` drops, known without the model) is an error, or
+    (``whole``) one unit over its whole sequence (ranges None) spanning its text; so is a text the tokenizer reads
+    as no token (a zero-width space, control characters), as `encode` embeds it, unless its spans name chunks."""
+    blank = not text.strip()  # (a byte-level BPE has whitespace tokens: still blank)
+    if blank and not whole:
+        raise OptionError(f"document {index}: {'empty' if not text else 'only whitespace'}; it has no chunk to embed")
+    tokens = tokenize_document(encoder.tokenization, text, prompt)
+    if blank or (len(tokens) == 0 and (whole or spec != "spans")):
+        # its spans are still checked (a list of pairs within the text); none is the only choice for ""
+        if spec == "spans" and not (isinstance(spans, (list, tuple, np.ndarray)) and len(spans) == 0):
+            check_spans(spans, len(text), index)
+        return tokens, None, [(0, len(text))]
     if isinstance(spec, TokenChunks):
         ranges = token_chunks(len(tokens), spec)
         chars = chunk_characters(tokens, text, ranges)
