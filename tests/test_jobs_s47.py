@@ -98,14 +98,15 @@ def test_a_chunk_resume_with_other_empty_documents_is_refused(tmp_path, monkeypa
     """``empty_documents`` decides chunk rows (a document with no token: one row over its whole text, or an
     error) but was not among the options a resume compares: a run with "whole" stopped after 2 chunks (one row
     for line 2, a zero-width space) was resumed with "error" and wrote that row, which an uninterrupted "error"
-    run refuses. Refused; the same options resume."""
+    run refuses. Refused; the same options resume. (Since stop 68 a non-blank text with no token is one whole-text
+    row under either option, so the line is blank here, which "error" refuses before the run.)"""
     from tokenpool import Encoder
     from tokenpool.jobs import embed_corpus
     from tokenpool.jobs.chunks import Chunks
 
     src, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
     texts = [f"sentence {i} about topic {i % 3}" for i in range(8)]
-    texts[1] = "\u200b"  # no token
+    texts[1] = "   "  # only whitespace: no chunk under "error", one whole-text row under "whole"
     src.write_text("\n".join(texts) + "\n")
     encoder, real, calls = Encoder(), Chunks.encode, []
 
@@ -123,9 +124,11 @@ def test_a_chunk_resume_with_other_empty_documents_is_refused(tmp_path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         embed_corpus(encoder, job("whole", False), log=print)
     monkeypatch.undo()
-    with pytest.raises(OptionError, match="no tokens"):  # the reference: an uninterrupted "error" run
+    with pytest.raises(CorpusError, match="only whitespace"):  # the reference: an uninterrupted "error" run
         embed_corpus(encoder, job("error", False, tmp_path / "ref.jsonl"), log=print)
-    with pytest.raises(CorpusError, match="refusing to resume: options differ .*empty_documents: 'whole' then"):
+    # resumed with "error": refused as the uninterrupted "error" run is (the blank line, before any option is
+    # compared); no row that run refuses is written
+    with pytest.raises(CorpusError, match="line 2: the text is only whitespace"):
         embed_corpus(encoder, job("error", True), log=print)
     assert embed_corpus(encoder, job("whole", True), log=print).reused_chunks == 2
 
