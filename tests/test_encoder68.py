@@ -1,6 +1,8 @@
-"""Stop 68, encoder helper: the folder's own pooling named explicitly, unordered texts, long device names."""
+"""Stop 68, encoder helper: a named pooling on a Dense folder, unordered texts, long device names, training mode."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,21 +10,47 @@ import pytest
 from tokenpool.errors import OptionError
 from tokenpool.model.options import EncoderOptions
 
+DENSE_WEIGHT = np.random.default_rng(68).normal(scale=0.3, size=(16, 32)).astype(np.float32)
+DENSE_BIAS = np.random.default_rng(69).normal(scale=0.1, size=16).astype(np.float32)
+
 
 @pytest.fixture(scope="module")
-def dense_folder(tmp_path_factory):
-    """A sentence-transformers folder: tiny BERT → Pooling(mean) → Dense(32→16, tanh) → Normalize, saved by
-    sentence-transformers itself."""
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
-    from tinymodels import HIDDEN, bert_weights
+def dense_folder(tiny, tmp_path_factory):
+    """The session's tiny sentence-transformers folder (BERT → Pooling(mean) → Normalize) with a Dense(32→16, tanh)
+    module written in before its Normalize, as sentence-transformers saves one (its own writer is tested against
+    tokenpool's Dense in test_encoder_pooling); built from `tiny` in milliseconds."""
+    import json
+    import shutil
 
-    root = tmp_path_factory.mktemp("enc68")
-    plain = bert_weights(root / "plain")
-    modules = [Transformer(str(plain), max_seq_length=32), Pooling(HIDDEN, pooling_mode="mean"),
-               Dense(HIDDEN, 16), Normalize()]  # fmt: skip
-    SentenceTransformer(modules=modules, device="cpu").save(str(root / "dense"))
-    return root / "dense"
+    from safetensors.numpy import save_file
+
+    folder = Path(shutil.copytree(tiny, tmp_path_factory.mktemp("enc68") / "dense"))
+    (folder / "3_Dense").mkdir()
+    config = {"in_features": 32, "out_features": 16, "bias": True,
+              "activation_function": "torch.nn.modules.activation.Tanh"}  # fmt: skip
+    (folder / "3_Dense" / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    save_file({"linear.weight": DENSE_WEIGHT, "linear.bias": DENSE_BIAS}, str(folder / "3_Dense" / "model.safetensors"))
+    modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    dense = {"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.base.modules.dense.Dense"}
+    (folder / "modules.json").write_text(json.dumps([*modules[:2], dense, modules[2]]), encoding="utf-8")
+    return folder
+
+
+def dense_reference(folder: Path, texts: list[str]) -> np.ndarray:
+    """The folder's pipeline in float64 from the raw mean rows: tanh(x W^T + b), then unit length."""
+    from tokenpool import Encoder
+
+    raw = Encoder(folder, pooling="mean", normalize=False, device="cpu").encode(texts).astype(np.float64)
+    dense = np.tanh(raw @ DENSE_WEIGHT.T.astype(np.float64) + DENSE_BIAS)
+    return dense / np.linalg.norm(dense, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def dense_encoder(dense_folder):
+    """The folder's own pipeline (pooling "auto", Dense included), shared by the tests that only call it."""
+    from tokenpool import Encoder
+
+    return Encoder(dense_folder, device="cpu")
 
 
 TEXTS = ["hello world", "the quick brown fox jumps over the lazy dog", "x"]
@@ -34,8 +62,6 @@ def test_a_named_pooling_on_a_dense_folder_says_its_modules_are_not_run(dense_fo
     bare mean (32 wide, not the Dense's 16; an EmbeddingGemma-like 768→3072→768 head keeps the width): other
     vectors than sentence-transformers', silently. A named pooling is raw pooled rows by design (the folder's
     modules run with "auto", as sentence-transformers runs them); that is now said, naming the modules left out."""
-    from sentence_transformers import SentenceTransformer
-
     from tokenpool import Encoder
 
     with caplog.at_level("WARNING", logger="tokenpool.model.encoder"):
@@ -46,18 +72,15 @@ def test_a_named_pooling_on_a_dense_folder_says_its_modules_are_not_run(dense_fo
     with caplog.at_level("WARNING", logger="tokenpool.model.encoder"):
         own = Encoder(dense_folder, device="cpu")
     assert "raw pooled rows" not in caplog.text
-    expected = SentenceTransformer(str(dense_folder), device="cpu").encode(TEXTS)
-    np.testing.assert_allclose(own.encode(TEXTS), expected, atol=1e-6)
+    np.testing.assert_allclose(own.encode(TEXTS), dense_reference(dense_folder, TEXTS), atol=1e-6)
 
 
 @pytest.mark.parametrize("texts", [{"hello world", "x"}, frozenset({"hello world", "x"})])
-def test_a_set_of_texts_is_refused_its_order_is_arbitrary(dense_folder, texts):
+def test_a_set_of_texts_is_refused_its_order_is_arbitrary(dense_encoder, texts):
     """``encode({"a", "b"})`` gave the vectors in the set's iteration order, which string hashing changes from
     one process to the next: rows stored by number no longer matched their texts. It is refused, as
     sentence-transformers refuses it and as tokenpool refuses a set of strategies; a list (``sorted``) is taken."""
-    from tokenpool import Encoder
-
-    encoder = Encoder(dense_folder, device="cpu")
+    encoder = dense_encoder
     for method in (encoder.encode, encoder.encode_queries, encoder.tokenize):
         with pytest.raises(TypeError, match=rf"^texts must be ordered .*not a {type(texts).__name__},"):
             method(texts)
@@ -77,11 +100,9 @@ def test_a_model_left_in_training_mode_still_encodes_without_dropout(dense_folde
     """A training loop that evaluates between steps (``encoder.model.train()`` ... ``encoder.encode(...)``) got
     vectors with dropout applied: other ones at every call (0.07 from the model's own on all-MiniLM-L6-v2).
     sentence-transformers' encode puts the model in eval mode first; so does the Encoder now."""
-    from sentence_transformers import SentenceTransformer
-
     from tokenpool import Encoder
 
-    expected = SentenceTransformer(str(dense_folder), device="cpu").encode(TEXTS)
+    expected = dense_reference(dense_folder, TEXTS)
     encoder = Encoder(dense_folder, device="cpu")
     encoder.model.train()
     np.testing.assert_allclose(encoder.encode(TEXTS), expected, atol=1e-6)
@@ -89,15 +110,12 @@ def test_a_model_left_in_training_mode_still_encodes_without_dropout(dense_folde
 
 
 @pytest.mark.parametrize("request_", [{"batch_size": 4}, None, "vectors"])
-def test_run_names_a_request_that_is_no_encode_request(dense_folder, request_):
+def test_run_names_a_request_that_is_no_encode_request(dense_encoder, request_):
     """``encoder.run({"batch_size": 4}, texts)`` (the documented way to carry out an `EncodeRequest`) failed with
     "AttributeError: 'dict' object has no attribute 'check_encoder'"; it is a TypeError naming what run takes, as
     `forward_ids` and `from_options` name theirs."""
-    from tokenpool import Encoder
-
-    encoder = Encoder(dense_folder, device="cpu")
     with pytest.raises(TypeError, match=rf"^run takes an EncodeRequest, got {type(request_).__name__}$"):
-        encoder.run(request_, TEXTS)
+        dense_encoder.run(request_, TEXTS)
 
 
 @pytest.mark.parametrize("device", ["hpu", "privateuseone"])

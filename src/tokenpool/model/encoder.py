@@ -143,7 +143,7 @@ class Encoder:
         self.normalize: bool = self.config.normalize if normalize is None else bool(normalize)
 
     def _set_widths(self, options: EncoderOptions, model_config: Any, folder: Path, caller: str = "python") -> None:
-        """max_length, the modules after pooling (with the folder's own pooling only) and every width; a
+        """max_length, the modules after pooling (with pooling="auto" only) and every width; a
         truncate_dim past the width is refused naming the option as ``caller`` writes it (``--dim``)."""
         self.max_length: int = resolve_max_length(options.max_length, self.config, self.tokenizer, model_config)
         text = text_config(model_config)
@@ -151,12 +151,7 @@ class Encoder:
         self.vocab_size: int | None = _config_size(text, "vocab_size", folder) if hasattr(text, "vocab_size") else None
         hidden = _config_size(text, "hidden_size", folder)
         width = pooled_width(self._members, hidden_size=hidden, vocab_size=self.vocab_size)
-        post = read_post_modules(self.model_path)
-        if not is_auto(options.pooling):  # a named pooling, the folder's own too: raw pooled rows, said
-            if skipped := [module.kind for module in post if module.kind != "Normalize"]:
-                logger.warning("%s gives raw pooled rows: the %s modules after pooling in %s are not run (pooling="
-                               "'auto' runs them)", spell("pooling", options.pooling), skipped, self.model_path)  # fmt: skip
-            post = ()
+        post = read_post_modules(self.model_path) if is_auto(options.pooling) else self._say_modules_not_run()
         if post and post[-1].kind == "Normalize":
             post = post[:-1]  # a trailing Normalize is the `normalize` option (config.normalize is True)
         self.post_modules: tuple[PostModule, ...] = post
@@ -172,6 +167,21 @@ class Encoder:
         self.dimension: int = width if self.truncate_dim is None else self.truncate_dim
         # width of the runner's token outputs: the vocabulary for MLM logits, else the hidden size
         self.runner_width: int = int(text.vocab_size) if self.is_sparse else int(text.hidden_size)
+
+    def _say_modules_not_run(self) -> tuple[PostModule, ...]:
+        """No modules after pooling: a named pooling, the folder's own too, gives raw pooled rows; a warning
+        names the folder's Dense / LayerNorm modules it leaves out. Their configs are not held to what tokenpool
+        runs (a named pooling stays the way to use a folder whose Dense module it cannot run)."""
+        try:
+            skipped = [module.kind for module in read_post_modules(self.model_path) if module.kind != "Normalize"]
+        except ConfigError as err:
+            skipped, runs = ["Dense/LayerNorm"], f"tokenpool cannot run them: {err}"
+        else:
+            runs = "pooling='auto' runs them"
+        if skipped:
+            logger.warning("%s gives raw pooled rows: the %s modules after pooling in %s are not run (%s)",
+                           spell("pooling", self.options.pooling), skipped, self.model_path, runs)  # fmt: skip
+        return ()
 
     def _set_tokenization(self, options: EncoderOptions, folder: Path) -> None:
         """The tokenizer's rules (EOS for last-token models, lower case, prompts) and the long-document mode."""
