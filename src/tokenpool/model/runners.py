@@ -342,6 +342,10 @@ def load_weights(
             raise refusal from None
         if isinstance(err, (OSError, ValueError, TypeError, KeyError)) or "Safetensor" in type(err).__name__:
             raise ModelFolderError(f"cannot load the model weights in {folder}: {one_line(err)[:300]}") from None
+        if isinstance(err, AssertionError) and "padding_idx" in str(err).lower():  # (torch's nn.Embedding check)
+            pad, vocab = getattr(model_config, "pad_token_id", None), getattr(model_config, "vocab_size", None)
+            raise ModelFolderError(f"{folder / 'config.json'}: pad_token_id {pad!r:.40} is not one of the model's "
+                                   f"{vocab!r:.40} token ids") from None  # fmt: skip
         raise
     _check_loaded(folder, loading, sparse=sparse)
     whole = getattr(model_config, "model_type", None) in _WHOLE_THEN_ENCODER and not sparse
