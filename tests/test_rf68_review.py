@@ -268,3 +268,19 @@ def test_the_work_folder_race_deletes_nothing_of_the_other_job(tmp_path, monkeyp
         WorkDir(out).__enter__()
     assert [p.name for p in tmp_path.iterdir()] == [work_dir_for(out).name]
     assert {p.name: p.read_bytes() for p in work_dir_for(out).iterdir()} == theirs
+
+
+@pytest.mark.parametrize(("code", "fix"), [(errno.EROFS, "once it can be written, rerun"),
+                                           (errno.EIO, "once it can be written, rerun"),
+                                           (errno.ENOSPC, "make room, then rerun")])  # fmt: skip
+def test_a_disk_gone_read_only_names_the_work_folder_as_a_failing_or_full_one(tmp_path, code, fix):
+    """(b3008e94 cut the CLI round of EROFS: `removed_when_done` itself still names the folder and what stays for
+    each, and keeps the finished chunk.)"""
+    from tokenpool.io.workdir import WorkDir
+    from tokenpool.jobs.skeleton import removed_when_done
+
+    with WorkDir(tmp_path / "out.npy") as work, pytest.raises(OSError) as info, removed_when_done(work, {"chunks_done": 1}):
+        raise OSError(code, os.strerror(code))
+    assert info.value.errno == code and work.path.is_dir()
+    assert str(info.value).endswith(f"{os.strerror(code)} while writing in {work.path}; its 1 finished chunk(s) "
+                                    f"stay there: {fix} with --resume")  # fmt: skip
