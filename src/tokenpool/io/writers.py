@@ -6,7 +6,6 @@ what the chunks held). A new output format is one `Writer` row below.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -113,21 +112,25 @@ def _npy(path: Path, stream: RowStream, sidecar: Path | None) -> None:
         for out in (fh, index):
             if out is not None:
                 sync(out)
-    _check_npy(path, stream.items, array.width, array.dtype, sha256)
+    with open(path, "rb") as fh:
+        _check_npy(fh, path.name, (stream.items, array.width), array.dtype, sha256)
     if sidecar is not None:
         _check_lines(sidecar, stream.rows)
 
 
-def _check_npy(path: Path, rows: int, width: int, dtype: str, sha256: str) -> None:
+def _check_npy(fh: IO[bytes], name: str, shape: tuple[int, ...], dtype: Any, sha256: str) -> None:
+    """RuntimeError unless the .npy stream ``fh`` (a file, an .npz member) is a C-order ``shape`` array of
+    ``dtype`` whose data has the ``sha256`` that `write_npy` returned: read in blocks, never whole."""
     import numpy as np
 
-    with open(path, "rb") as fh:
-        shape, fortran, found = _npy_header(fh)
-        digest = hashlib.sha256()
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    if fortran or found != np.dtype(dtype) or tuple(shape) != (rows, width) or digest.hexdigest() != sha256:
-        raise RuntimeError(f"the assembled {path.name} does not hold the {rows} x {width} rows of the chunks")
+    found_shape, fortran, found = _npy_header(fh)
+    digest = hashlib.sha256()
+    while block := fh.read(1 << 18):
+        digest.update(block)
+    if fortran or found != np.dtype(dtype) or tuple(found_shape) != shape or digest.hexdigest() != sha256:
+        held = " x ".join(map(str, shape))
+        raise RuntimeError(f"the assembled {name} does not hold the {held} {np.dtype(dtype)} values written; "
+                           f"nothing renamed")  # fmt: skip
 
 
 def _npy_header(fh: IO[bytes]) -> tuple[tuple[int, ...], bool, Any]:
@@ -184,35 +187,46 @@ def _npz(path: Path, stream: RowStream, sidecar: Path | None) -> None:
 
     vocabulary = stream.schema.vocabulary
     index = "<i4" if stream.items < NPZ_INT32_ITEMS else "<i8"
+    ends = [0]  # where indptr ends: the non-zeros the chunks count
 
     def indptr() -> Iterator[np.ndarray]:
         yield np.zeros(1, dtype=np.int64)
-        offset = 0
         for parts in stream.chunks():
-            yield np.cumsum(parts["nnz"]) + offset
-            offset += int(np.sum(parts["nnz"]))
+            yield np.cumsum(parts["nnz"]) + ends[0]
+            ends[0] += int(np.sum(parts["nnz"]))
 
     members = (("indices", index, stream.items, (parts["indices"] for parts in stream.chunks())),
                ("indptr", "<i8", stream.rows + 1, indptr()),
                ("data", "<f4", stream.items, (parts["values"] for parts in stream.chunks())))  # fmt: skip
+    written = {}
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for name, dtype, count, arrays in members:
             with zf.open(name + ".npy", "w", force_zip64=True) as fh:
-                write_npy(fh, arrays, count, None, dtype)
+                written[name] = ((count,), dtype, write_npy(fh, arrays, count, None, dtype))
         for name, value in (("format", np.array(b"csr")), ("shape", np.array([stream.rows, vocabulary]))):
             with zf.open(name + ".npy", "w") as fh:
                 np.lib.format.write_array(fh, value, allow_pickle=False)
     sync_path(path)
-    with zipfile.ZipFile(path) as zf:  # the headers and indptr's last value: no array is read whole
-        with zf.open("indices.npy") as fh:
-            items = math.prod(_npy_header(fh)[0])
-        with zf.open("indptr.npy") as fh:
-            fh.seek(-8, os.SEEK_END)
-            last = int(np.frombuffer(fh.read(8), "<i8")[0])
-        with zf.open("shape.npy") as fh:
-            found = (tuple(int(v) for v in np.lib.format.read_array(fh, allow_pickle=False)), items, last)
-    if found != ((stream.rows, vocabulary), stream.items, stream.items):
-        raise RuntimeError(f"the assembled {path.name} holds {found}, expected {stream.rows} rows ({stream.items} non-zeros)")
+    shape = _check_npz(path, written)
+    if (shape, ends[0]) != ((stream.rows, vocabulary), stream.items):
+        raise RuntimeError(f"the assembled {path.name} holds a {shape} matrix of {ends[0]} non-zeros, expected "
+                           f"{stream.rows} rows ({stream.items} non-zeros); nothing renamed")  # fmt: skip
+
+
+def _check_npz(path: Path, written: Mapping[str, tuple[tuple[int, ...], str, str]]) -> tuple[int, ...]:
+    """The shape an .npz holds, after `_check_npy` of each member ``written`` names (its shape, dtype, sha256):
+    a member cut short, of another dtype or with other bytes, or a damaged zip, is a RuntimeError."""
+    import numpy as np
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for name, (shape, dtype, sha256) in written.items():
+                with zf.open(name + ".npy") as fh:
+                    _check_npy(fh, f"{path.name} ({name}.npy)", shape, dtype, sha256)
+            with zf.open("shape.npy") as fh:
+                return tuple(int(v) for v in np.lib.format.read_array(fh, allow_pickle=False))
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:  # (KeyError: no such member)
+        raise RuntimeError(f"the assembled {path.name} is not the .npz written ({exc}); nothing renamed") from None
 
 
 WRITERS: dict[str, Writer] = {
