@@ -30,12 +30,7 @@ from . import unpadded
 from .configs import WIDTH_KEYS, config_size, text_merged
 from .folders import MODEL_CONFIG, code_repo_files, file_digest, onnx_weights_only
 from .options import DTYPE_NAMES, check_dtype, device_parts, spell
-from .runners import (
-    POSITION_KEYS,
-    Runtime,
-    position_keys,
-    transformers_config,
-)
+from .runners import POSITION_KEYS, Runtime, position_keys, transformers_config
 from .safety import check_bool_option, check_no_remote_code, is_present, read_json_file
 
 __all__ = [
