@@ -201,11 +201,10 @@ def test_onnx_matches_torch_on_windows_chunks_and_token_vectors(onnx_export, onn
 
     docs = long_documents()
     assert min(len(torch_encoder.tokenizer(doc)["input_ids"]) for doc in docs) > 256
-    windows = Encoder(runtime="onnx", onnx_file=onnx_export, long_documents="windows")  # the option, as set
-    reference = {"long_documents": "windows"}  # the same torch model, the mode per call (no second load)
-    want = torch_encoder.encode(docs, batch_size=8, **reference)
-    assert _min_cos(windows.encode(docs, batch_size=8), want) >= 0.99999
-    got, want = windows.encode(docs[-1], output="tokens"), torch_encoder.encode(docs[-1], output="tokens", **reference)
+    windows = Encoder(runtime="onnx", onnx_file=onnx_export, long_documents="windows")
+    reference = Encoder(device="cpu", long_documents="windows")
+    assert _min_cos(windows.encode(docs, batch_size=8), reference.encode(docs, batch_size=8)) >= 0.99999
+    got, want = windows.encode(docs[-1], output="tokens"), reference.encode(docs[-1], output="tokens")
     assert got.shape == want.shape == (602, 384) and _min_cos(got, want) >= 0.99999
     for chunking in ("late", "naive"):
         got = onnx_encoder.encode_chunks(docs, chunks="tokens:64", chunking=chunking)
@@ -297,11 +296,12 @@ def test_cli_runtime_onnx_and_export_errors(run, tmp_path, onnx_export, onnx_enc
     assert len(err.strip().splitlines()) == 1
 
 
-def test_cli_runtime_onnx_runs_windows_and_late_chunking(run, tmp_path, onnx_export, onnx_encoder):
+def test_cli_runtime_onnx_runs_windows_and_late_chunking(run, tmp_path, onnx_export):
     # both stopped with "need a fast tokenizer (tokenizer.json) ...; FolderTokenizer is not one" (evaluate only
     # after the query pass)
     from test_retrieval import write_beir
 
+    from tokenpool import Encoder
 
     docs = long_documents()[:3]
     corpus = tmp_path / "in.txt"
@@ -310,7 +310,7 @@ def test_cli_runtime_onnx_runs_windows_and_late_chunking(run, tmp_path, onnx_exp
     onnx = ["--runtime", "onnx", "--onnx-file", onnx_export]
     code, _, err = run("embed", corpus, "-o", out, *onnx, "--long-documents", "windows", "-q")
     assert code == 0, err
-    want = onnx_encoder.encode(docs, long_documents="windows")
+    want = Encoder(runtime="onnx", onnx_file=onnx_export, long_documents="windows").encode(docs)
     np.testing.assert_allclose(np.load(out), want, rtol=0, atol=1e-6)
     beir = write_beir(
         tmp_path / "beir", [{"_id": f"d{i}", "title": "", "text": doc} for i, doc in enumerate(docs)],
