@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 pytest.importorskip("transformers")
@@ -124,18 +124,19 @@ def test_every_window_carries_the_documents_own_prompt_tokens(folders, kind):
     assert all(row[:head] == ids[:head].tolist() for row in seen)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    prompt=st.text(alphabet="ab :.\nQ", max_size=8),
-    text=st.text(alphabet="ab :.\nQthe", max_size=20),
-)
 @pytest.mark.parametrize("kind", ["bert", "qwen2"])
-def test_token_spans_have_truncate_modes_ids_for_any_prompt(folders, kind, prompt, text):
-    encoder = _encoder(folders, kind, True)
-    ids, spans = encoder.token_spans(text, prompt=prompt)
-    assert ids.tolist() == encoder.tokenize([text], prompt=prompt).ids[0]
-    body = (spans >= 0).all(1)
-    assert (spans[~body] == -1).all() and (spans[body] <= len(text)).all()
+def test_token_spans_have_truncate_modes_ids_for_any_prompt(folders, kind):
+    encoder = _encoder(folders, kind, True)  # one model load for all examples (token_spans only reads it)
+
+    @settings(max_examples=60, deadline=None)
+    @given(prompt=st.text(alphabet="ab :.\nQ", max_size=8), text=st.text(alphabet="ab :.\nQthe", max_size=20))
+    def any_prompt_and_text(prompt, text):
+        ids, spans = encoder.token_spans(text, prompt=prompt)
+        assert ids.tolist() == encoder.tokenize([text], prompt=prompt).ids[0]
+        body = (spans >= 0).all(1)
+        assert (spans[~body] == -1).all() and (spans[body] <= len(text)).all()
+
+    any_prompt_and_text()
 
 
 def _sentencepiece_like(style: str):
