@@ -19,12 +19,11 @@ from tokenpool.io.readers import iter_records  # noqa: E402
 
 
 def _embed_batch_actors() -> dict[str, str]:
-    """The state of every `EmbedBatch` actor Ray has made in this session (`embed_parquet`'s: `_EmbedAndWrite`, the
-    EmbedBatch that writes its rows), by actor id."""
+    """The state of every `EmbedBatch` actor Ray has made in this session, by actor id."""
     from ray._private.state import state
 
     return {actor_id: actor["State"] for actor_id, actor in state.actor_table(None).items()
-            if any(name in actor["ActorClassName"] for name in ("EmbedBatch", "_EmbedAndWrite"))}  # fmt: skip
+            if "EmbedBatch" in actor["ActorClassName"]}  # fmt: skip
 
 
 def test_a_failed_job_ends_its_actors_before_it_raises(ray_session, tiny_bert_folder, tmp_path):

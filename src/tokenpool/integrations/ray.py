@@ -191,20 +191,6 @@ class EmbedBatch:
                              calibration=None if self.sparse else self.request.calibration)  # fmt: skip
 
 
-class _EmbedAndWrite(EmbedBatch):
-    """`embed_parquet`'s actors: an `EmbedBatch` that writes its rows itself (`write_in_order`, under
-    ``output_uri``) and hands back only the table of files written, so that no Ray task per block writes them
-    (each a worker that imports tokenpool and pyarrow's writer, after the block's vectors went through Ray's object
-    store); ``chunked``: chunk rows."""
-
-    def __init__(self, *, output_uri: str, chunked: bool, **actor: Any) -> None:
-        super().__init__(**actor)
-        self.output_uri, self.chunked = output_uri, chunked
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return write_in_order(super().__call__(batch), self.output_uri, chunked=self.chunked)
-
-
 def _without_views(batch: pa.Table) -> pa.Table:
     """``batch`` with its string_view / binary_view types (pyarrow >= 16), also inside list / struct / map columns,
     as string / binary, the types `tokenpool embed` writes them as: Arrow takes no rows of a view (chunk rows, sort)."""
@@ -309,7 +295,7 @@ def embed_dataset(
     top_k: int | None = None, threshold: float = 0.0, max_batch_tokens: int | None = None,
     output: str = "vectors", special_tokens: bool = True, chunks: Any = None, chunking: str = "late",
     spans_column: str = SPANS_COLUMN, order_column: str | None = None, caller: str = "python",
-    _write_to: str | None = None, **encoder_options: Any,
+    **encoder_options: Any,
 ) -> ray.data.Dataset:  # fmt: skip
     """Lazily add ``output_column`` (float32 vectors of ``column``'s texts) to ``ds``; other columns pass
     through.
@@ -322,9 +308,7 @@ def embed_dataset(
     ``chunks``/``chunking``: one row per chunk, as in `Encoder.encode_chunks`. ``order_column`` (Ray >= 2.55):
     an int64 column increasing in input order, since Ray may hand blocks on out of order (chunk rows also get
     ``<order_column>_last``, True on a document's last chunk). ``caller="cli"``: refusals name the options as
-    flags (``--dim 64``), as `EncodeRequest.caller`. Details: docs/integrations.md. (``_write_to``:
-    `embed_parquet`'s, with ``order_column=ORDER_KEY``: the actors write the rows there, `_EmbedAndWrite`, and the
-    dataset is of the files written.)
+    flags (``--dim 64``), as `EncodeRequest.caller`. Details: docs/integrations.md.
     """
     # an unknown or bad option is an error here, not later inside every actor
     options = _actor_options(model, pooling, encoder_options, batch_size, encode_batch_size, num_gpus, num_cpus,
@@ -345,13 +329,11 @@ def embed_dataset(
     increasing = _increasing_id()
     if increasing is not None and (request.output in ("chunks", "tokens") or order_column is not None):
         ds = ds.with_column(DOC_SOURCE, increasing)
-    actor = {"column": column, "output_column": output_column, "options": options, "request": request,
-             "spans_column": spans_column, "order_column": order_column}  # fmt: skip
-    if _write_to is not None:
-        actor.update(output_uri=_write_to, chunked=request.output == "chunks")
     return ds.map_batches(
-        EmbedBatch if _write_to is None else _EmbedAndWrite, fn_constructor_kwargs=actor, batch_size=batch_size,
-        batch_format="pyarrow", compute=_actor_pool(concurrency),
+        EmbedBatch,
+        fn_constructor_kwargs={"column": column, "output_column": output_column, "options": options,
+                               "request": request, "spans_column": spans_column, "order_column": order_column},  # fmt: skip
+        batch_size=batch_size, batch_format="pyarrow", compute=_actor_pool(concurrency),
         **_placement(num_gpus, num_cpus),
     )  # fmt: skip
 
@@ -630,10 +612,9 @@ def embed_parquet(
         embedded = embed_dataset(
             ds, **columns, **asked, model=model, pooling=pooling, batch_size=batch_size, concurrency=concurrency,
             num_gpus=num_gpus, num_cpus=num_cpus, encode_batch_size=encode_batch_size, calibration=calibration,
-            order_column=ORDER_KEY if in_order else None, caller=caller,
-            _write_to=output_uri if in_order else None, **encoder_options,
+            order_column=ORDER_KEY if in_order else None, caller=caller, **encoder_options,
         )  # fmt: skip
-        _write(embedded, output_uri, in_order, input_uri, column)
+        _write(embedded, output_uri, in_order, request.output == "chunks", input_uri, column)
         _write_no_rows(ds, output_uri, (num_gpus, num_cpus), **columns, options=options,
                        request=replace(request, calibration=calibration))  # fmt: skip
         _mark_complete(output_uri)
@@ -642,16 +623,19 @@ def embed_parquet(
         return calibration if calibrated else None
 
 
-def _write(ds: Any, output_uri: str, in_order: bool, input_uri: str, column: str) -> None:
-    """Run the job into a folder created here: ``ds`` of actors that write their rows (`_EmbedAndWrite`), else (a
-    Ray < 2.55) Ray's own writer; a failed task's error as the user's (`_users_errors`)."""
+def _write(ds: Any, output_uri: str, in_order: bool, chunked: bool, input_uri: str, column: str) -> None:
+    """Run the job: `write_in_order` tasks into a folder created here, else (a Ray < 2.55) Ray's own writer; a
+    failed task's error as the user's (`_users_errors`)."""
     fs, root = _filesystem(output_uri)
     fs.create_dir(root, recursive=True)  # (an empty input leaves an empty folder: `_write_no_rows`)
     with _users_errors(input_uri, column):
         if not in_order:
             ds.write_parquet(output_uri)
             return
-        ds.materialize()
+        ds.map_batches(
+            write_in_order, fn_kwargs={"output_uri": output_uri, "chunked": chunked}, batch_size=None,
+            batch_format="pyarrow",
+        ).materialize()  # fmt: skip
 
 
 @contextmanager
@@ -823,11 +807,10 @@ def _refuse_existing(output_uri: str) -> str:
 
 
 def write_in_order(block: pa.Table, output_uri: str, chunked: bool = False) -> pa.Table:
-    """Write one block of `embed_dataset(order_column=ORDER_KEY)` rows under ``output_uri`` (in the actor that made
-    them: `_EmbedAndWrite`), in files named by their first row's place in the input (listed by name, they give the
-    input's order); returns the files written and their rows. The sorted rows are cut wherever a row is not
-    provably the next in the input (the next chunk of its document, or the first of the next after
-    ``ORDER_KEY_last``)."""
+    """Write one block of `embed_dataset(order_column=ORDER_KEY)` rows under ``output_uri`` (a Ray map task), in
+    files named by their first row's place in the input (listed by name, they give the input's order); returns
+    the files written and their rows. The sorted rows are cut wherever a row is not provably the next in the
+    input (the next chunk of its document, or the first of the next after ``ORDER_KEY_last``)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
